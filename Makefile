@@ -1,0 +1,54 @@
+# Workshop kit entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A venv is (re)installed when pyproject.toml changes; one stamp per set of extras.
+LABS_STAMP := $(VENV)/.stamp-labs
+DEV_STAMP := $(VENV)/.stamp-dev
+INVENTORY ?= inventory/vagrant
+
+.PHONY: help venv venv-dev labs test lint docker images bench verify clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(LABS_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[labs]'
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml $(LABS_STAMP)
+	$(BIN)/pip install -q -e '.[labs,k8s,dev]'
+	@touch $@
+
+venv: $(LABS_STAMP) ## virtualenv with labctl and TensorFlow
+
+venv-dev: $(DEV_STAMP) ## virtualenv with everything the tests need
+
+labs: venv ## set up, then run every local lab (01-07) with its check
+	$(BIN)/labctl run all --check
+
+docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)
+	tests/support/docker-up.sh
+
+images: docker ## build the local test images (no pulls: debootstrap + docker import)
+	tests/support/build-images.sh
+
+test: venv-dev images ## set up, then run the whole test suite
+	$(BIN)/pytest tests
+
+lint: venv-dev ## ruff, yamllint, ansible-lint
+	$(BIN)/ruff check .
+	$(BIN)/yamllint .
+	$(BIN)/ansible-lint
+
+bench: venv ## benchmark labs 04-07 (wall time, startup, steps/s, time to 0.95)
+	$(BIN)/python -m labctl.bench
+
+verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=inventory/vagrant)
+	$(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) --hosts='ansible://all'
+
+clean: ## remove lab runs and caches (keeps the venv)
+	rm -rf .labctl .pytest_cache .ruff_cache
