@@ -36,6 +36,17 @@ for name in "${ORDER[@]}"; do
   # Build context: the image's folder plus the host's extra CA certificates.
   mkdir -p "$dir/.ca"
   cp /usr/local/share/ca-certificates/*.crt "$dir/.ca/" 2>/dev/null || true
+  if [[ $name == debian-sshd ]]; then
+    # Vagrant's published insecure key, shipped inside the vagrant package.
+    key=""
+    for candidate in /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub \
+                     /opt/vagrant/embedded/gems/gems/vagrant-*/keys/vagrant.pub; do
+      [[ -f $candidate ]] && key=$candidate && break
+    done
+    [[ -n $key ]] || { echo "build-images: vagrant.pub not found; install vagrant first" >&2; exit 1; }
+    cp "$key" "$dir/vagrant.pub"
+  fi
   echo "build-images: local/$name:latest" >&2
-  docker build -q -t "local/$name:latest" "$dir" >/dev/null
+  docker build -q -t "local/$name:latest" "$dir" >/dev/null 2>"$dir/.build.log" \
+    || { cat "$dir/.build.log" >&2; exit 1; }
 done
