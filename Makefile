@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker images bench verify clean
+.PHONY: help venv venv-dev labs test lint docker tools images bench verify clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,7 +33,11 @@ labs: venv ## set up, then run every local lab (01-07) with its check
 docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)
 	tests/support/docker-up.sh
 
-images: docker ## build the local test images (no pulls: debootstrap + docker import)
+tools: ## host tools the tests drive (vagrant, debootstrap), installed when missing
+	tests/support/ensure-tool.sh vagrant vagrant
+	tests/support/ensure-tool.sh debootstrap debootstrap
+
+images: docker tools ## build the local test images (no pulls: debootstrap + docker import)
 	tests/support/build-images.sh
 
 test: venv-dev images ## set up, then run the whole test suite
