@@ -1,0 +1,58 @@
+"""A lab's hand-written manifests ([k8s] extra), stamped into a run like the generated ones.
+
+They are YAML with a few `${...}` fields filled per run — `${namespace}`, `${configmap}`,
+`${volume}`, `${image}`, `${run}` — then get the run's namespace and labels, so `labctl clean`
+finds them. An object labelled `labctl/shared: "true"` in its file outlives the run (lab 11's
+model server). A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
+"""
+
+from __future__ import annotations
+
+import string
+from typing import TYPE_CHECKING, Any
+
+from labctl.labs import Lab
+
+if TYPE_CHECKING:
+    from labctl.k8s.manifests import Manifest, Names, Placement, Settings
+
+
+def _pod_specs(obj: Manifest) -> list[dict[str, Any]]:
+    spec = obj.get("spec", {})
+    if obj.get("kind") == "Pod":
+        return [spec]
+    template = spec.get("template", {}).get("spec")
+    return [template] if template else []
+
+
+def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manifest]:
+    import yaml
+
+    from labctl.k8s import manifests as m
+
+    fields = {"namespace": names.namespace, "configmap": names.configmap,
+              "volume": names.volume, "image": m.image(lab, where), "run": where.run_id}
+    out: list[Manifest] = []
+    for rel in conf.extra:
+        path = lab.path / rel
+        try:
+            text = string.Template(path.read_text()).substitute(fields)
+            docs = [d for d in yaml.safe_load_all(text) if d]
+        except (KeyError, ValueError, yaml.YAMLError) as exc:
+            raise m.RenderError(f"{path}: {exc}") from None
+        for obj in docs:
+            if not isinstance(obj, dict) or "kind" not in obj or "metadata" not in obj:
+                raise m.RenderError(f"{path}: every document must be a Kubernetes object")
+            meta = obj["metadata"]
+            own = meta.get("labels", {})
+            shared = own.get(m.LABEL_SHARED) == "true"
+            component = own.get("app.kubernetes.io/component", obj["kind"].lower())
+            meta["labels"] = {**m.labels(lab, where, component, shared=shared), **own}
+            meta["namespace"] = names.namespace
+            for spec in _pod_specs(obj):
+                for volume in spec.get("volumes", []):
+                    cm = volume.get("configMap")
+                    if cm and cm.get("name") == names.configmap and "items" not in cm:
+                        volume["configMap"] = m.program_volume(lab, names)["configMap"]
+            out.append(obj)
+    return out
