@@ -1,0 +1,127 @@
+"""What a run shows: task log lines prefixed with the task name, one progress line or bar.
+
+A terminal gets a live rich progress bar; anything else (CI, pipes) gets plain lines and a
+progress line at most every few seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Protocol
+
+from labctl.progress import StepTracker
+from labctl.tasks import TaskSpec
+
+PLAIN_EVERY_S = 5.0
+_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "white")
+
+
+def metrics(tracker: StepTracker) -> str:
+    parts = []
+    if tracker.loss is not None:
+        parts.append(f"loss {tracker.loss:.4f}")
+    if tracker.accuracy is not None:
+        parts.append(f"accuracy {tracker.accuracy:.4f}")
+    return "  ".join(parts)
+
+
+class Display(Protocol):
+    def line(self, task: TaskSpec, text: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def progress(self, tracker: StepTracker) -> None: ...
+    def close(self) -> None: ...
+
+
+class PlainDisplay:
+    def __init__(self, title: str, total: int | None, quiet: bool, stream=None) -> None:
+        self.title, self.total, self.quiet = title, total, quiet
+        self.stream = stream or sys.stdout
+        self.started = time.monotonic()
+        self.shown_at = 0.0
+        self.shown_step: int | None = None
+        self.last: StepTracker | None = None
+        self.width = 0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def line(self, task: TaskSpec, text: str) -> None:
+        if not self.quiet:
+            self.width = max(self.width, len(task.name))
+            self._print(f"{task.name:<{self.width}} | {text}")
+
+    def note(self, text: str) -> None:
+        self._print(f"labctl: {text}")
+
+    def _progress_text(self, tracker: StepTracker) -> str:
+        total = f"/{self.total}" if self.total else ""
+        elapsed = time.monotonic() - self.started
+        step = f"step {tracker.global_step}{total}"
+        return f"{self.title}: {step} {metrics(tracker)} [{elapsed:.0f} s]"
+
+    def progress(self, tracker: StepTracker, force: bool = False) -> None:
+        self.last = tracker
+        now = time.monotonic()
+        due = force or now - self.shown_at >= PLAIN_EVERY_S
+        if tracker.global_step != self.shown_step and due:
+            self.shown_at, self.shown_step = now, tracker.global_step
+            self._print("progress: " + self._progress_text(tracker))
+
+    def close(self) -> None:
+        """The last step reached, unless it was just shown."""
+        if self.last is not None and self.last.last_report:
+            self.progress(self.last, force=True)
+
+
+class RichDisplay:
+    def __init__(self, title: str, total: int | None, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.quiet = quiet
+        self.console = Console(highlight=False)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.task_id = self.bar.add_task(title, total=total, metrics="starting")
+        self.colors: dict[TaskSpec, str] = {}
+        self.width = 0
+        self.bar.start()
+
+    def line(self, task: TaskSpec, text: str) -> None:
+        if self.quiet:
+            return
+        from rich.text import Text
+
+        color = self.colors.setdefault(task, _COLORS[len(self.colors) % len(_COLORS)])
+        self.width = max(self.width, len(task.name))
+        self.console.print(Text(f"{task.name:<{self.width}} | ", style=color) + Text(text))
+
+    def note(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(f"labctl: {text}", style="bold"))
+
+    def progress(self, tracker: StepTracker) -> None:
+        self.bar.update(self.task_id, completed=tracker.global_step, metrics=metrics(tracker))
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def make_display(title: str, total: int | None, quiet: bool) -> Display:
+    if sys.stdout.isatty():
+        return RichDisplay(title, total, quiet)
+    return PlainDisplay(title, total, quiet)

@@ -1,0 +1,335 @@
+"""The Job controller: starts tasks, restarts them on failure, decides success, stops the rest.
+
+Target-neutral: a Backend starts one task and returns a Handle; the local target runs processes,
+other targets may run containers. Kubernetes Job semantics: success follows one task (the chief
+or worker 0); failed tasks restart with back-off up to a limit; exit code 2 fails the job at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from labctl import faults, restart
+from labctl.display import Display
+from labctl.faults import KillSpec
+from labctl.progress import StepTracker, parse_progress
+from labctl.restart import RestartPolicy
+from labctl.rundir import RunDir
+from labctl.tasks import TaskSpec
+
+STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this long
+TAIL_LINES = 15
+
+Lines = queue.Queue[tuple[TaskSpec, str]]
+
+
+class Handle(Protocol):
+    def poll(self) -> int | None:
+        """The exit code once the task has ended and its output is drained, else None."""
+
+    def kill(self) -> None:
+        """SIGKILL the task (fault injection)."""
+
+    def terminate(self) -> None:
+        """Ask the task to stop (SIGTERM)."""
+
+
+class Backend(Protocol):
+    def start(self, task: TaskSpec, lines: Lines) -> Handle:
+        """Start one attempt of `task`; its output lines go to `lines`."""
+
+    def stop_all(self, handles: list[Handle], grace_s: float) -> None:
+        """Terminate these tasks, wait up to `grace_s`, then kill what is left."""
+
+
+@dataclass
+class JobSpec:
+    title: str
+    tasks: list[TaskSpec]
+    success: TaskSpec
+    shutdown: str  # "launcher": stop the rest once success is reached; "done-queue": they end
+    policy: RestartPolicy
+    stall_timeout_s: float | None  # fail when the global step stops advancing this long
+    timeout_s: float | None  # fail when the whole job takes longer
+    kills: list[KillSpec] = field(default_factory=list)
+    total_steps: int | None = None
+    after_success_grace_s: float = 10.0  # done-queue safety net
+
+
+@dataclass
+class TaskState:
+    spec: TaskSpec
+    status: str = "pending"  # running, backoff, succeeded, failed, stopped
+    handle: Handle | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    restart_at: float = 0.0
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "type": self.spec.type,
+            "index": self.spec.index,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "restarts": self.restarts,
+        }
+
+
+class JobFailed(Exception):
+    def __init__(self, reason: str, task: TaskState | None = None) -> None:
+        super().__init__(reason)
+        self.task = task
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded, failed, interrupted
+    reason: str
+    failed_task: str | None
+    tail: list[str]
+    global_step: int
+    wall_time_s: float
+
+
+class Controller:
+    def __init__(
+        self,
+        spec: JobSpec,
+        backend: Backend,
+        run: RunDir,
+        display: Display,
+        on_change: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.spec, self.backend, self.rundir, self.display = spec, backend, run, display
+        self.on_change = on_change
+        self.states = {t: TaskState(t) for t in spec.tasks}
+        self.lines: Lines = queue.Queue()
+        self.logs: dict[TaskSpec, IO[str]] = {}
+        self.pending_kills = list(spec.kills)
+        self.events: dict[str, list[dict[str, Any]]] = {"kills": [], "restarts": []}
+        self.started = time.monotonic()
+        self.tracker = StepTracker(self.started)
+        self.succeeded_at: float | None = None
+        self.stop_sent_at: float | None = None
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "tasks": [s.summary() for s in self.states.values()],
+            "kills": self.events["kills"],
+            "restarts": self.events["restarts"],
+            "global_step": self.tracker.global_step,
+        }
+
+    def _log(self, task: TaskSpec, text: str) -> None:
+        log = self.logs.get(task)
+        if log is None:
+            log = self.logs[task] = self.rundir.log(task).open("a", encoding="utf-8")
+        log.write(text + "\n")
+        log.flush()
+
+    def _note(self, task: TaskSpec | None, text: str) -> None:
+        """A launcher message: on screen, and in the task's log as a marker line."""
+        if task is not None:
+            self._log(task, f"----- labctl: {text} -----")
+        self.display.note(text)
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # --- task lifecycle -----------------------------------------------------------------------
+    def _start(self, state: TaskState) -> None:
+        state.handle = self.backend.start(state.spec, self.lines)
+        state.status = "running"
+
+    def _on_exit(self, state: TaskState, code: int) -> None:
+        state.exit_code, state.handle = code, None
+        how = restart.describe_exit(code)
+        if self.succeeded_at is not None:
+            state.status = "succeeded" if code == 0 else "stopped"
+            return
+        if code == 0:
+            state.status = "succeeded"
+            if state.spec == self.spec.success:
+                self.succeeded_at = time.monotonic()
+                self._note(None, f"{state.spec.name} succeeded: the job is done")
+            return
+        if code == restart.EXIT_CONFIG_ERROR:
+            state.status = "failed"
+            raise JobFailed(f"{state.spec.name} exited 2 (configuration error)", state)
+        decision = restart.decide(self.spec.policy, code, state.restarts)
+        if decision.restart:
+            state.status = "backoff"
+            state.restart_at = time.monotonic() + decision.delay_s
+            self.events["restarts"].append(
+                {"task": state.spec.name, "exit_code": code, "attempt": state.restarts + 1,
+                 "delay_s": decision.delay_s, "at_s": round(self._elapsed(), 2)}
+            )
+            self._note(state.spec, f"{state.spec.name} {how}; {decision.reason} in "
+                                   f"{decision.delay_s:g} s")
+            self.on_change(self.snapshot())
+            return
+        state.status = "failed"
+        if state.spec == self.spec.success:
+            raise JobFailed(f"{state.spec.name} {how} ({decision.reason})", state)
+        self._note(state.spec, f"{state.spec.name} {how} ({decision.reason}); the job goes on "
+                               "without it")
+        self.on_change(self.snapshot())
+
+    def _restart_due(self, now: float) -> None:
+        for state in self.states.values():
+            if state.status == "backoff" and now >= state.restart_at:
+                state.restarts += 1
+                self._note(state.spec, f"restarting {state.spec.name} (restart {state.restarts})")
+                self._start(state)
+
+    def _inject_faults(self) -> None:
+        for kill in faults.due(self.pending_kills, self.tracker.global_step):
+            state = self.states[kill.task]
+            if state.status != "running" or state.handle is None:
+                continue  # between attempts: kill it once it runs again
+            self.pending_kills.remove(kill)
+            self._note(kill.task, f"--kill {kill}: killing {kill.task.name} at global step "
+                                  f"{self.tracker.global_step}")
+            state.handle.kill()
+            self.events["kills"].append({"task": kill.task.name, "step": kill.step,
+                                         "global_step": self.tracker.global_step,
+                                         "at_s": round(self._elapsed(), 2)})
+
+    def _watchdog(self, now: float) -> None:
+        if self.succeeded_at is not None:
+            return
+        timeout = self.spec.stall_timeout_s
+        if timeout and self.tracker.stalled(now, timeout):
+            silent = self.tracker.not_reporting(self.spec.tasks, now, timeout)
+            names = ", ".join(f"{t.name} ({self.states[t].status})" for t in silent)
+            raise JobFailed(
+                f"stalled: global step stuck at {self.tracker.global_step} for {timeout:g} s; "
+                f"not reporting: {names}",
+                self.states[silent[0]] if silent else None,
+            )
+        if self.spec.timeout_s and now - self.started >= self.spec.timeout_s:
+            running = ", ".join(s.spec.name for s in self.states.values() if s.status == "running")
+            raise JobFailed(f"timed out after {self.spec.timeout_s:g} s; still running: {running}")
+
+    def _after_success(self, now: float) -> None:
+        """Stop what is left: at once ("launcher"), or after a grace period ("done-queue",
+        where tasks end by themselves); SIGKILL whatever ignores SIGTERM."""
+        assert self.succeeded_at is not None
+        for state in self.states.values():
+            if state.status == "backoff":
+                state.status = "stopped"
+        running = [s for s in self.states.values() if s.status == "running" and s.handle]
+        if not running:
+            return
+        if self.stop_sent_at is not None:
+            if now - self.stop_sent_at >= STOP_GRACE_S:
+                for state in running:
+                    self._note(state.spec, f"{state.spec.name} ignored SIGTERM: killing it")
+                    state.handle.kill()  # type: ignore[union-attr]
+                self.stop_sent_at = now  # once per grace period
+            return
+        if self.spec.shutdown == "done-queue":
+            if now - self.succeeded_at < self.spec.after_success_grace_s:
+                return
+            for state in running:
+                self._note(state.spec, f"{state.spec.name} still running "
+                                       f"{self.spec.after_success_grace_s:g} s after success: "
+                                       "terminating it")
+        for state in running:
+            state.handle.terminate()  # type: ignore[union-attr]
+        self.stop_sent_at = now
+
+    def _finished(self) -> bool:
+        return self.succeeded_at is not None and all(
+            s.status not in ("running", "backoff") for s in self.states.values()
+        )
+
+    # --- main loop ----------------------------------------------------------------------------
+    def _pump(self, wait_s: float) -> None:
+        """Collect exits first, then drain output (so an attempt's last lines precede what
+        follows its exit), then act on the exits."""
+        exits = []
+        for state in self.states.values():
+            if state.status == "running" and state.handle is not None:
+                code = state.handle.poll()
+                if code is not None:
+                    exits.append((state, code))
+        try:
+            task, text = self.lines.get(timeout=0 if exits else wait_s)
+            self._line(task, text)
+            while True:
+                task, text = self.lines.get_nowait()
+                self._line(task, text)
+        except queue.Empty:
+            pass
+        for state, code in exits:
+            self._on_exit(state, code)
+
+    def _line(self, task: TaskSpec, text: str) -> None:
+        self._log(task, text)
+        self.states[task].tail.append(text)
+        progress = parse_progress(text)
+        if progress is None:
+            self.display.line(task, text)
+            return
+        self.tracker.report(task, progress, time.monotonic())
+        self.display.progress(self.tracker)
+
+    def run(self) -> Outcome:
+        try:
+            for state in self.states.values():
+                self._start(state)
+            self.on_change(self.snapshot())
+            while not self._finished():
+                self._pump(0.2)
+                now = time.monotonic()
+                if self.succeeded_at is None:
+                    self._restart_due(now)
+                    self._inject_faults()
+                    self._watchdog(now)
+                else:
+                    self._after_success(now)
+            return self._outcome("succeeded", "")
+        except JobFailed as failed:
+            return self._outcome("failed", str(failed), failed.task)
+        except KeyboardInterrupt:
+            return self._outcome("interrupted", "interrupted (Ctrl-C or SIGTERM)")
+        finally:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
+        handles = [s.handle for s in self.states.values() if s.handle is not None]
+        self.backend.stop_all(handles, STOP_GRACE_S)
+        for state in self.states.values():
+            if state.handle is not None:
+                state.exit_code = state.handle.poll()
+                state.status, state.handle = "stopped", None
+            elif state.status in ("backoff", "pending"):
+                state.status = "stopped"
+        try:  # the last lines of stopped tasks
+            while True:
+                task, text = self.lines.get_nowait()
+                self._log(task, text)
+        except queue.Empty:
+            pass
+        for log in self.logs.values():
+            log.close()
+        self.display.close()
+
+    def _outcome(self, status: str, reason: str, task: TaskState | None = None) -> Outcome:
+        return Outcome(
+            status=status,
+            reason=reason,
+            failed_task=task.spec.name if task else None,
+            tail=list(task.tail) if task else [],
+            global_step=self.tracker.global_step,
+            wall_time_s=round(self._elapsed(), 2),
+        )

@@ -1,0 +1,244 @@
+"""The few Kubernetes API calls labctl makes, through the official `kubernetes` client.
+
+Objects go in and come out as plain dicts (the manifests' own shape), so the rest of labctl never
+sees the client's model classes and tests can stand a fake cluster in for this class. Every
+client error becomes a ClusterError: one line that names what was refused and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import UsageError
+from labctl.labs import REPO
+
+REQUEST_TIMEOUT_S = 10
+# kind -> (API group attribute, snake-case resource in method names, namespaced)
+KINDS = {
+    "Namespace": ("core", "namespace", False),
+    "ConfigMap": ("core", "config_map", True),
+    "PersistentVolumeClaim": ("core", "persistent_volume_claim", True),
+    "Service": ("core", "service", True),
+    "Pod": ("core", "pod", True),
+    "Job": ("batch", "job", True),
+    "Deployment": ("apps", "deployment", True),
+    "StorageClass": ("storage", "storage_class", False),
+    "RuntimeClass": ("node", "runtime_class", False),
+    "Node": ("core", "node", False),
+    "Event": ("core", "event", True),
+}
+PLURAL = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps",
+          "StorageClass": "storageclasses", "RuntimeClass": "runtimeclasses"}
+
+
+class ClusterError(UsageError):
+    """The cluster is unreachable or refuses: a one-line reason with the fix; exit 1."""
+
+    exit_code = 1
+
+
+class NotFound(ClusterError):
+    pass
+
+
+class Conflict(ClusterError):
+    pass
+
+
+class Forbidden(ClusterError):
+    pass
+
+
+def kubeconfig_path(explicit: str | None = None) -> Path | None:
+    """--kubeconfig, then $KUBECONFIG, then the Vagrant cluster's ./kubeconfig, then ~/.kube."""
+    candidates = [explicit, os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None,
+                  str(REPO / "kubeconfig"), str(Path.home() / ".kube" / "config")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    if explicit:
+        raise ClusterError(f"kubeconfig {explicit} does not exist")
+    return None
+
+
+def _message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(exc, "reason", exc))
+
+
+def _what(verb: str, kind: str, name: str | None, namespace: str | None) -> str:
+    what = f"{verb} {PLURAL.get(kind, kind.lower() + 's')}"
+    if name:
+        what += f" ({name})"
+    return what + (f" in namespace {namespace}" if namespace else "")
+
+
+class Api:
+    """A connected client. `host` is the API server, for messages."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        from kubernetes import client, config
+
+        path = kubeconfig_path(kubeconfig)
+        if path is None:
+            raise ClusterError("no kubeconfig found: `vagrant up` writes ./kubeconfig for the "
+                               "workshop cluster; or set KUBECONFIG / pass --kubeconfig")
+        try:
+            self.client_api = config.new_client_from_config(str(path), context=context)
+        except Exception as exc:  # ConfigException, YAML errors, missing context
+            raise ClusterError(f"cannot use kubeconfig {path}: {' '.join(str(exc).split())}")\
+                from None
+        self.kubeconfig = path
+        self.host = self.client_api.configuration.host
+        self.apis = {
+            "core": client.CoreV1Api(self.client_api),
+            "batch": client.BatchV1Api(self.client_api),
+            "apps": client.AppsV1Api(self.client_api),
+            "storage": client.StorageV1Api(self.client_api),
+            "node": client.NodeV1Api(self.client_api),
+            "version": client.VersionApi(self.client_api),
+        }
+
+    # --- error translation ---------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from pydantic import ValidationError
+        from urllib3.exceptions import HTTPError
+
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 0 or exc.status is None:
+                raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: "
+                                   f"{_message(exc)}") from None
+            if exc.status == 401:
+                raise ClusterError(f"the API server at {self.host} rejected the credentials in "
+                                   f"{self.kubeconfig} (401): fetch a fresh kubeconfig") from None
+            if exc.status == 403:
+                raise Forbidden(f"RBAC: not allowed to {what} (403 Forbidden): ask the cluster "
+                                "admin for a Role allowing it, or use the admin kubeconfig")\
+                    from None
+            if exc.status == 404:
+                raise NotFound(f"not found: {what}: {_message(exc)}") from None
+            if exc.status == 409:
+                raise Conflict(f"conflict: {what}: {_message(exc)}") from None
+            raise ClusterError(f"cannot {what}: {exc.status} {_message(exc)}") from None
+        except ValidationError as exc:  # the client checks answers against its models
+            raise ClusterError(f"unexpected answer from {self.host} to `{what}`: "
+                               f"{exc.error_count()} field error(s); is it a Kubernetes API "
+                               "server of a supported version?") from None
+        except (HTTPError, OSError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} ({reason}): is "
+                               "the cluster up (`vagrant up`)?") from None
+
+    def _fn(self, verb: str, kind: str, namespaced_call: bool) -> Any:
+        group, snake, namespaced = KINDS[kind]
+        api = self.apis[group]
+        if verb == "list" and namespaced and not namespaced_call:
+            return getattr(api, f"list_{snake}_for_all_namespaces")
+        return getattr(api, f"{verb}_{'namespaced_' if namespaced else ''}{snake}")
+
+    def _plain(self, obj: Any) -> Any:
+        return self.client_api.sanitize_for_serialization(obj)
+
+    # --- calls ---------------------------------------------------------------------------------
+    def version(self) -> str:
+        info = self._call("read the server version", self.apis["version"].get_code,
+                          _request_timeout=5)
+        return str(info.git_version)
+
+    def create(self, doc: dict[str, Any]) -> None:
+        kind, meta = doc["kind"], doc["metadata"]
+        ns = meta.get("namespace")
+        what = _what("create", kind, meta["name"], ns)
+        fn = self._fn("create", kind, True)
+        if KINDS[kind][2]:
+            self._call(what, fn, ns, doc)
+        else:
+            self._call(what, fn, doc)
+
+    def read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        fn = self._fn("read", kind, True)
+        args = (name, namespace) if KINDS[kind][2] else (name,)
+        try:
+            return self._plain(self._call(_what("read", kind, name, namespace), fn, *args))
+        except NotFound:
+            return None
+
+    def delete(self, kind: str, name: str, namespace: str | None = None,
+               grace_s: int | None = None) -> bool:
+        """Delete (pods of a Job go with it); False when it was already gone."""
+        from kubernetes import client
+
+        fn = self._fn("delete", kind, True)
+        args = (name, namespace) if KINDS[kind][2] else (name,)
+        body = client.V1DeleteOptions(propagation_policy="Background",
+                                      grace_period_seconds=grace_s)
+        try:
+            self._call(_what("delete", kind, name, namespace), fn, *args, body=body)
+        except NotFound:
+            return False
+        return True
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+        fn = self._fn("list", kind, namespace is not None)
+        kwargs: dict[str, Any] = {}
+        if selector:
+            kwargs["label_selector"] = selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        args = (namespace,) if namespace is not None and KINDS[kind][2] else ()
+        result = self._call(_what("list", kind, None, namespace), fn, *args, **kwargs)
+        return list(self._plain(result).get("items") or [])
+
+    def log_lines(self, pod: str, namespace: str, container: str) -> Iterator[str]:
+        """Follow a pod's log from its start until the container ends."""
+        from kubernetes import watch
+
+        fn = self.apis["core"].read_namespaced_pod_log
+        stream = watch.Watch().stream(fn, pod, namespace, container=container, follow=True,
+                                      _request_timeout=None)
+        try:
+            yield from stream
+        except Exception as exc:  # the API server went away mid-stream
+            yield f"----- labctl: log stream of pod {pod} broke: {exc} -----"
+
+    def proxy(self, namespace: str, service: str, port: int, path: str,
+              body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JSON request to a Service through the API server's proxy (no port-forward, no
+        route from here to the pod network needed); the decoded JSON reply, errors included."""
+        method = "GET" if body is None else "POST"
+        resource = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path}"
+        params = self.client_api.param_serialize(
+            method, resource, header_params={"Content-Type": "application/json",
+                                             "Accept": "application/json"},
+            body=body, auth_settings=["BearerToken"])
+        what = f"call {method} {path} on service {service} in namespace {namespace}"
+        reply = self._call(what, self.client_api.call_api, *params)
+        reply.read()
+        try:
+            decoded = dict(json.loads(reply.data or b"{}"))
+        except ValueError:
+            raise ClusterError(f"cannot {what}: the reply is not JSON ({reply.status})") from None
+        if decoded.get("kind") == "Status" and reply.status >= 400:  # the API server's own
+            if reply.status == 403:
+                raise Forbidden(f"RBAC: not allowed to {what} (403 Forbidden): ask for "
+                                "services/proxy rights, or use kubectl port-forward")
+            raise ClusterError(f"cannot {what}: {reply.status} {decoded.get('message')}")
+        return decoded
+
+    def log(self, pod: str, namespace: str, container: str) -> str:
+        fn = self.apis["core"].read_namespaced_pod_log
+        return str(self._call(_what("read", "Pod", pod, namespace) + " logs", fn, pod,
+                              namespace, container=container))
+

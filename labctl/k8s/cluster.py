@@ -1,0 +1,567 @@
+"""`labctl run LAB --target k8s`: the rendered manifests on a real cluster, supervised by
+labctl's Job controller like local processes.
+
+1. preflight, creating nothing: API reachable, StorageClass, GPU capacity, namespace, name clashes;
+2. create every object in order; any refusal rolls back what this run created;
+3. wait until every task's pod runs (image pulls are not stalls; unschedulable or unpullable
+   pods fail fast with their events);
+4. the controller streams pod logs (same prefixes, progress bar, watchdog); a task "exits" when
+   its Job completes or fails (the Job itself retries pods: backoffLimit, podFailurePolicy);
+   `--kill TASK@STEP` deletes the task's pod, and the Job replaces it;
+5. once the success task's Job completes, parameter servers (and, for launcher-shutdown labs,
+   workers) are deleted; results are copied from the PVC into the local run dir by a short-lived
+   pod, so `labctl check` reads them as for local runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import io
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from labctl import rundir
+from labctl.job import JobSpec, Lines, Outcome
+from labctl.k8s import manifests as m
+from labctl.k8s.api import Api, ClusterError, Forbidden
+from labctl.k8s.execute import execute
+from labctl.labs import Lab
+from labctl.plan import LabPlan
+from labctl.restart import RestartPolicy
+from labctl.rundir import RunDir
+from labctl.tasks import TaskSpec
+
+POLL_S = 1.0
+START_TIMEOUT_S = 600.0  # first pull of the TensorFlow image on a fresh node takes minutes
+UNSCHEDULABLE_S = 60.0  # how long a pod may wait for room before the run gives up
+COLLECT_TIMEOUT_S = 180.0
+COLLECT_MAX_FILE = 2 * 1024 * 1024  # files larger than this stay on the volume
+EXIT_DELETED = 137  # a pod deleted before its container reported an exit code
+STOPPED = -15  # a Job that labctl deleted (as a SIGTERM'd local task)
+BAD_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
+               "CreateContainerConfigError", "RunContainerError"}
+
+
+class Skipped(Exception):
+    """The cluster cannot run this lab at all (lab 10 without GPUs): not a failure."""
+
+
+def selector(run_id: str, lab: Lab) -> str:
+    return f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab.name}"
+
+
+# --- 1. preflight ------------------------------------------------------------------------------
+def gpu_capacity(api: Api) -> int:
+    try:
+        nodes = api.list("Node")
+    except Forbidden:
+        return -1  # cannot tell: let the scheduler decide
+    return sum(int(n.get("status", {}).get("allocatable", {}).get(m.GPU_RESOURCE, 0))
+               for n in nodes)
+
+
+def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement) -> list[
+        m.Manifest]:
+    """Check everything before creating anything; the docs still to create (shared objects that
+    a previous run of the lab made are reused)."""
+    kinds = {d["kind"] for d in docs}
+    if "PersistentVolumeClaim" in kinds:
+        try:
+            found = api.read("StorageClass", m.STORAGE_CLASS)
+        except Forbidden:
+            found = {}  # an attendee may not read cluster-scoped objects; the PVC will tell
+        if found is None:
+            raise ClusterError(f"the cluster has no StorageClass {m.STORAGE_CLASS}: run the "
+                               "nfs_provisioner role (playbooks/site.yml) first")
+    if m.settings(lab).gpu:
+        capacity = gpu_capacity(api)
+        if capacity == 0:
+            raise Skipped(f"no node offers {m.GPU_RESOURCE} (no GPU, or the NVIDIA device plugin "
+                          "is not running): lab skipped; GPU nodes are opt-in (gpu_nodes group)")
+        try:
+            runtime = api.read("RuntimeClass", m.RUNTIME_CLASS)
+        except Forbidden:
+            runtime = {}
+        if runtime is None:
+            raise ClusterError(f"no RuntimeClass {m.RUNTIME_CLASS}: run the nvidia_gpu role")
+    if not where.create_namespace and api.read("Namespace", where.namespace) is None:
+        raise ClusterError(f"namespace {where.namespace} does not exist: create it "
+                           f"(`kubectl create namespace {where.namespace}`) or drop --namespace")
+    todo = []
+    for doc in docs:
+        meta = doc["metadata"]
+        existing = api.read(doc["kind"], meta["name"], meta.get("namespace"))
+        if existing is None:
+            todo.append(doc)
+            continue
+        labels = existing.get("metadata", {}).get("labels") or {}
+        if meta["labels"].get(m.LABEL_SHARED) == "true" and labels.get(m.LABEL_SHARED) == "true" \
+                and labels.get(m.LABEL_LAB) == lab.name:
+            continue  # made by an earlier run of this lab for its next runs
+        owner = labels.get(m.LABEL_RUN)
+        by = f" (made by {labels.get(m.LABEL_LAB)} run {owner})" if owner else ""
+        where_text = f" in namespace {meta['namespace']}" if meta.get("namespace") else ""
+        raise ClusterError(f"name clash: {doc['kind']} {meta['name']} already exists"
+                           f"{where_text}{by}: `labctl clean` that run, or use another "
+                           "--namespace")
+    return todo
+
+
+# --- 2. create, or roll back -------------------------------------------------------------------
+def create_all(api: Api, docs: Sequence[m.Manifest]) -> list[m.Manifest]:
+    """Create in order; on any error delete what was created, newest first, and re-raise."""
+    created: list[m.Manifest] = []
+    try:
+        for doc in docs:
+            api.create(doc)
+            created.append(doc)
+    except BaseException:
+        rollback(api, created)
+        raise
+    return created
+
+
+def rollback(api: Api, created: Sequence[m.Manifest]) -> None:
+    for doc in reversed(created):
+        meta = doc["metadata"]
+        # Best effort: the error that caused the rollback is the one to report.
+        with contextlib.suppress(ClusterError):
+            api.delete(doc["kind"], meta["name"], meta.get("namespace"))
+
+
+# --- 3. wait for the pods ----------------------------------------------------------------------
+def _waiting_reason(pod: m.Manifest) -> tuple[str, str] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in BAD_WAITING:
+            return waiting["reason"], waiting.get("message", "")
+    return None
+
+
+def _unschedulable(pod: m.Manifest) -> str | None:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return str(cond.get("message") or cond.get("reason"))
+    return None
+
+
+def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
+                 note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until each Job has a pod past Pending (or has finished). Fails fast on pods that cannot
+    pull their image or find room."""
+    started = clock()
+    pending_since: dict[str, float] = {}
+    said = ""
+    while True:
+        pods = api.list("Pod", namespace, run_sel)
+        finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
+                    if _job_result(j)}
+        waiting = []
+        for job in jobs:
+            mine = [p for p in pods if _job_of(p) == job]
+            if job in finished or any(p.get("status", {}).get("phase") not in (None, "Pending")
+                                      for p in mine):
+                continue
+            waiting.append(job)
+            for pod in mine:
+                name = pod["metadata"]["name"]
+                bad = _waiting_reason(pod)
+                if bad:
+                    raise ClusterError(f"pod {name} cannot start: {bad[0]}: {bad[1]}".strip())
+                if _unschedulable(pod):
+                    since = pending_since.setdefault(name, clock())
+                    if clock() - since >= UNSCHEDULABLE_S:
+                        raise ClusterError(f"pod {name} cannot be scheduled: "
+                                           f"{_unschedulable(pod)}")
+        if not waiting:
+            return
+        text = f"waiting for pods to start (pulling images on first use): {', '.join(waiting)}"
+        if text != said:
+            note(text)
+            said = text
+        if clock() - started >= timeout_s:
+            raise ClusterError(f"pods did not start within {timeout_s:g} s: {', '.join(waiting)}"
+                               f" (`kubectl -n {namespace} describe pod` shows why)")
+        sleep(POLL_S)
+
+
+# --- 4. the backend: a task is a Job, its output the logs of the Job's pods ---------------------
+def _exit_code(pod: m.Manifest) -> int | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated:
+            return int(terminated.get("exitCode", 1))
+    return None
+
+
+def _job_result(job: m.Manifest) -> dict[str, Any] | None:
+    """The Job's Complete or Failed condition once it has one."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _started(pod: m.Manifest) -> bool:
+    return pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
+
+
+def _job_of(pod: m.Manifest) -> str | None:
+    labels = pod["metadata"].get("labels") or {}
+    return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+
+
+class Watcher:
+    """One thread polls the run's Jobs and pods and hands each task's share to its handle."""
+
+    def __init__(self, api: Api, namespace: str, run_sel: str) -> None:
+        self.api, self.namespace, self.run_sel = api, namespace, run_sel
+        self.handles: dict[str, JobHandle] = {}
+        self.stopped = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def refresh(self) -> None:
+        jobs = {j["metadata"]["name"]: j for j in self.api.list("Job", self.namespace,
+                                                                 self.run_sel)}
+        pods: dict[str, list[m.Manifest]] = {}
+        for pod in self.api.list("Pod", self.namespace, self.run_sel):
+            job = _job_of(pod)
+            if job:
+                pods.setdefault(job, []).append(pod)
+        for name, handle in list(self.handles.items()):
+            handle.update(jobs.get(name), pods.get(name, []))
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self.stopped.wait(POLL_S):
+            try:
+                self.refresh()
+                failures = 0
+            except ClusterError as exc:
+                failures += 1
+                if failures >= 10:  # 10 s without the API server
+                    self.error = str(exc)
+
+
+class JobHandle:
+    """The Controller's view of one task: running while its Job is active."""
+
+    def __init__(self, api: Api, namespace: str, job: str, task: TaskSpec, lines: Lines) -> None:
+        self.api, self.namespace, self.job, self.task, self.lines = (
+            api, namespace, job, task, lines)
+        self.lock = threading.Lock()
+        self.followed: dict[str, threading.Thread] = {}  # pod name -> its log follower
+        self.pods: list[m.Manifest] = []
+        self.state: m.Manifest | None = None
+        self.seen = False  # the Job was listed at least once
+        self.deleted = False
+        self.code: int | None = None
+
+    def _marker(self, text: str) -> None:
+        self.lines.put((self.task, f"----- labctl: {text} -----"))
+
+    def _follow(self, pod: str) -> None:
+        for line in self.api.log_lines(pod, self.namespace, m.CONTAINER):
+            self.lines.put((self.task, line))
+
+    def update(self, job: m.Manifest | None, pods: list[m.Manifest]) -> None:
+        with self.lock:
+            self.state = job
+            self.seen = self.seen or job is not None
+            pods = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+            self.pods = pods
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                if name in self.followed or not _started(pod):
+                    continue
+                if self.followed:
+                    previous = list(self.followed)[-1]
+                    self._marker(f"pod {name} replaces {previous} (the Job restarted "
+                                 f"{self.task.name})")
+                thread = threading.Thread(target=self._follow, args=(name,), daemon=True)
+                self.followed[name] = thread
+                thread.start()
+            if self.code is None:
+                self.code = self._finished_code()
+
+    def _finished_code(self) -> int | None:
+        if self.state is None:
+            return STOPPED if self.deleted or self.seen else None
+        result = _job_result(self.state)
+        if result is None:
+            return None
+        if result["type"] == "Complete":
+            return 0
+        if result["type"] == "Failed":
+            failed = result
+            self._marker(f"Job {self.job} failed: {failed.get('reason')}: "
+                         f"{failed.get('message', '')}".rstrip(": "))
+            codes = [c for c in (_exit_code(p) for p in self.pods) if c is not None]
+            if failed.get("reason") == "PodFailurePolicy":
+                return 2
+            return codes[-1] if codes and codes[-1] != 0 else 1
+        return None
+
+    def poll(self) -> int | None:
+        with self.lock:
+            if self.code is None:
+                return None
+            if any(t.is_alive() for t in self.followed.values()):
+                return None  # the last lines are still coming
+            return self.code
+
+    def current_pod(self) -> str | None:
+        with self.lock:
+            live = [p for p in self.pods if p.get("status", {}).get("phase") in
+                    ("Pending", "Running")]
+            return live[-1]["metadata"]["name"] if live else None
+
+    def kill(self) -> None:
+        """Fault injection: delete the pod; the Job replaces it (a DisruptionTarget is not
+        counted against backoffLimit)."""
+        pod = self.current_pod()
+        if pod:
+            self.api.delete("Pod", pod, self.namespace, grace_s=0)
+
+    def terminate(self) -> None:
+        with self.lock:
+            self.deleted = True
+        self.api.delete("Job", self.job, self.namespace)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return {"job": self.job, "pods": [
+                {"name": p["metadata"]["name"], "phase": p.get("status", {}).get("phase"),
+                 "exit_code": _exit_code(p), "node": p.get("spec", {}).get("nodeName")}
+                for p in self.pods]}
+
+
+class KubeBackend:
+    def __init__(self, api: Api, namespace: str, run_sel: str, jobs: dict[TaskSpec, str]) -> None:
+        self.api, self.namespace, self.jobs = api, namespace, jobs
+        self.watcher = Watcher(api, namespace, run_sel)
+
+    def start(self, task: TaskSpec, lines: Lines) -> JobHandle:
+        handle = JobHandle(self.api, self.namespace, self.jobs[task], task, lines)
+        self.watcher.handles[handle.job] = handle
+        if not self.watcher.thread.is_alive():
+            self.watcher.thread.start()
+        return handle
+
+    def stop_all(self, handles: list[JobHandle], grace_s: float) -> None:  # type: ignore[override]
+        """Delete the Jobs still running (failure, Ctrl-C); finished ones stay for inspection
+        until `labctl clean`."""
+        for handle in handles:
+            if handle.poll() is None:
+                with contextlib.suppress(ClusterError):
+                    handle.terminate()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(h.poll() is None for h in handles):
+            try:
+                self.watcher.refresh()
+            except ClusterError:
+                break
+            time.sleep(0.2)
+        self.watcher.stopped.set()
+
+    def summary(self) -> dict[str, Any]:
+        return {h.task.name: h.summary() for h in self.watcher.handles.values()}
+
+
+# --- 5. results back from the volume -----------------------------------------------------------
+COLLECT_SCRIPT = """
+import base64, io, os, sys, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    for root, _, files in os.walk("/output"):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.getsize(path) <= {limit}:
+                tar.add(path, arcname=os.path.relpath(path, "/output"))
+sys.stdout.write(base64.b64encode(buf.getvalue()).decode())
+"""
+
+
+def collector_pod(lab: Lab, where: m.Placement, names: m.Names, image: str) -> m.Manifest:
+    """A pod that prints the volume's files (as a base64 tar) for labctl to unpack locally."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{names.base}-collect", "namespace": where.namespace,
+                     "labels": m.labels(lab, where, "collector")},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": m.pod_security(),
+            "containers": [{
+                "name": m.CONTAINER,
+                "image": image,
+                "command": ["python3", "-c", COLLECT_SCRIPT.format(limit=COLLECT_MAX_FILE)],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"cpu": "1", "memory": "512Mi"}},
+                "securityContext": m.container_security(),
+                "volumeMounts": [{"name": "output", "mountPath": m.OUTPUT_MOUNT,
+                                  "readOnly": True}],
+            }],
+            "volumes": [{"name": "output", "persistentVolumeClaim": {
+                "claimName": names.volume, "readOnly": True}}],
+        },
+    }
+
+
+def unpack(encoded: str, into: Path) -> list[str]:
+    data = base64.b64decode(encoded.strip())
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = [t for t in tar.getmembers() if t.isfile()]
+        tar.extractall(into, members=members, filter="data")
+    return [t.name for t in members]
+
+
+def collect(api: Api, pod: m.Manifest, into: Path, clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    api.create(pod)
+    try:
+        started = clock()
+        while True:
+            phase = (api.read("Pod", name, ns) or {}).get("status", {}).get("phase")
+            if phase == "Succeeded":
+                return unpack(api.log(name, ns, m.CONTAINER), into)
+            if phase == "Failed" or clock() - started > COLLECT_TIMEOUT_S:
+                raise ClusterError(f"could not copy the results from the volume (pod {name}: "
+                                   f"{phase}); they stay on the PVC {pod['spec']['volumes'][0]}")
+            sleep(POLL_S)
+    finally:
+        api.delete("Pod", name, ns, grace_s=0)
+
+
+# --- the whole run -----------------------------------------------------------------------------
+def events_of(api: Api, namespace: str, pod: str) -> list[str]:
+    try:
+        events = api.list("Event", namespace, field_selector=f"involvedObject.name={pod}")
+    except ClusterError:
+        return []
+    return [f"{e.get('type')} {e.get('reason')}: {e.get('message')}" for e in events][-10:]
+
+
+@dataclasses.dataclass
+class K8sRun:
+    run: RunDir
+    outcome: Outcome
+    skipped: str | None = None
+
+
+def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: bool,
+        namespace: str | None = None, image: str | None = None, kubeconfig: str | None = None,
+        api_factory: Callable[[], Api] | None = None) -> K8sRun:
+    """Preflight, create, supervise, shut down, collect. ClusterError: nothing left behind."""
+    api = (api_factory or (lambda: Api(kubeconfig)))()
+    api.version()  # unreachable cluster: fail before a run dir exists
+    run_dir = rundir.create(lab.name)
+    try:
+        return _run(api, run_dir, lab, plan, spec, meta, quiet, namespace, image)
+    except (ClusterError, Skipped) as exc:
+        status = "skipped" if isinstance(exc, Skipped) else "failed"
+        run_dir.write({**meta, "target": "k8s", "run_id": run_dir.run_id, "status": status,
+                       "reason": str(exc), "finished": rundir.iso(time.time())})
+        if isinstance(exc, Skipped):
+            return K8sRun(run_dir, Outcome("skipped", str(exc), None, [], 0, 0.0), str(exc))
+        raise
+
+
+def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
+         meta: dict[str, Any], quiet: bool, namespace: str | None, image: str | None) -> K8sRun:
+    where = m.Placement(
+        namespace=namespace or m.run_namespace(lab, run_dir.run_id),
+        run_id=run_dir.run_id,
+        create_namespace=namespace is None,
+        image=image,
+        backoff_limit=spec.policy.max_restarts,
+    )
+    docs = m.render(lab, plan, where)
+    names = m.Names(lab, plan, where)
+    todo = preflight(api, lab, docs, where)
+    created = create_all(api, todo)
+    record = {**meta, "target": "k8s", "api_server": api.host, "namespace": where.namespace,
+              "namespace_created": any(d["kind"] == "Namespace" for d in created),
+              "created": [f"{d['kind']}/{d['metadata']['name']}" for d in created],
+              "cluster": m.cluster(lab, plan, where)}
+    run_dir.write({**record, "run_id": run_dir.run_id, "status": "starting"})
+    run_sel = selector(run_dir.run_id, lab)
+    jobs = {t: names.task(t) for t in plan.tasks} if m.settings(lab).jobs else {}
+    if not jobs:  # lab 08: its objects are the lab; the attendee works with them
+        return K8sRun(run_dir, _no_jobs(run_dir, record))
+    try:
+        wait_started(api, where.namespace, run_sel, list(jobs.values()),
+                     lambda text: print(f"labctl: {text}", flush=True))
+    except BaseException:
+        for job in jobs.values():
+            api.delete("Job", job, where.namespace)
+        raise
+    # The Job retries pods itself (backoffLimit); the controller must not start a task twice.
+    k8s_spec = dataclasses.replace(spec, policy=RestartPolicy(max_restarts=0))
+    backend = KubeBackend(api, where.namespace, run_sel, jobs)
+    outcome = execute(run_dir, k8s_spec, record, backend, quiet,
+                      extra=lambda: {"pods": backend.summary()})
+    if outcome.status == "succeeded":
+        copied = collect(api, collector_pod(lab, where, names, m.image(lab, where)),
+                         run_dir.output)
+        print(f"labctl: copied {len(copied)} file(s) from the volume into "
+              f"{run_dir.output}", flush=True)
+    elif outcome.failed_task:
+        summary = backend.summary().get(outcome.failed_task, {})
+        pods = summary.get("pods", [])
+        if pods:
+            events = events_of(api, where.namespace, pods[-1]["name"])
+            data = run_dir.read()
+            run_dir.write({**data, "events": events})
+            for line in events:
+                print(f"labctl: event of pod {pods[-1]['name']}: {line}")
+    return K8sRun(run_dir, outcome)
+
+
+def _no_jobs(run_dir: RunDir, record: dict[str, Any]) -> Outcome:
+    run_dir.write({**record, "run_id": run_dir.run_id, "status": "succeeded",
+                   "finished": rundir.iso(time.time())})
+    return Outcome("succeeded", "", None, [], 0, 0.0)
+
+
+# --- clean -------------------------------------------------------------------------------------
+CLEAN_KINDS = ("Job", "Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+
+
+def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list[str]:
+    """Delete what a run made (by its labels, nothing else); with `shared`, also the objects it
+    left for the lab's next runs. The names of what was deleted."""
+    meta = run_dir.read()
+    namespace, run_id, lab = meta.get("namespace"), meta.get("run_id"), meta.get("lab")
+    if not namespace or not run_id:
+        return []
+    api = api or Api()
+    deleted = []
+    selectors = [f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab}"]
+    if shared:
+        selectors.append(f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab}")
+    if api.read("Namespace", namespace) is None:
+        return []
+    for sel in selectors:
+        for kind in CLEAN_KINDS:
+            for obj in api.list(kind, namespace, sel):
+                if api.delete(kind, obj["metadata"]["name"], namespace):
+                    deleted.append(f"{kind}/{obj['metadata']['name']}")
+    ns = api.read("Namespace", namespace) or {}
+    labels = ns.get("metadata", {}).get("labels") or {}
+    owned = labels.get(m.LABEL_RUN) == run_id or (
+        shared and labels.get(m.LABEL_SHARED) == "true" and labels.get(m.LABEL_LAB) == lab)
+    if owned and labels.get(m.LABEL_LAB) == lab and api.delete("Namespace", namespace):
+        deleted.append(f"Namespace/{namespace}")
+    return deleted

@@ -1,0 +1,71 @@
+"""The CLI's entry points for the docker and k8s targets and `labctl render` (loaded lazily)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from labctl import labs
+from labctl.errors import UsageError
+from labctl.job import JobSpec, Outcome
+from labctl.k8s import manifests as m
+from labctl.plan import LabPlan, plan_lab
+from labctl.rundir import RunDir
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """Options of `run` and `render` that only the docker and k8s targets use."""
+    p.add_argument("--namespace", metavar="NS",
+                   help="k8s: an existing namespace to run in (default: a new one per run)")
+    p.add_argument("--image", metavar="IMAGE",
+                   help=f"the TensorFlow image (default k8s: {m.CPU_IMAGE} or the -gpu variant; "
+                        "docker: local/tf-lab:" + m.TF_VERSION + ")")
+    p.add_argument("--kubeconfig", metavar="PATH",
+                   help="k8s: kubeconfig (default $KUBECONFIG, ./kubeconfig, ~/.kube/config)")
+
+
+def run(target: str, lab: labs.Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+        args: argparse.Namespace) -> tuple[RunDir, Outcome]:
+    namespace = getattr(args, "namespace", None)
+    image = getattr(args, "image", None)
+    if target == "docker":
+        from labctl import docker_target
+
+        if namespace:
+            raise UsageError("--namespace applies to --target k8s only")
+        return docker_target.run(lab, plan, spec, meta, args.quiet, image or docker_target.IMAGE)
+    from labctl.k8s import cluster
+
+    done = cluster.run(lab, plan, spec, meta, args.quiet, namespace=namespace, image=image,
+                       kubeconfig=getattr(args, "kubeconfig", None))
+    return done.run, done.outcome
+
+
+def render(args: argparse.Namespace) -> int:
+    """`labctl render LAB --target k8s`: the manifests a run would create, as YAML."""
+    from labctl.k8s.yamlout import dump
+
+    if args.target != "k8s":
+        raise UsageError("render supports --target k8s only")
+    lab = labs.load_lab(labs.resolve(args.lab))
+    plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
+                    {"steps": args.steps, "dataset": args.dataset}, [])
+    where = m.Placement(namespace=args.namespace or m.DEFAULT_NAMESPACE,
+                        create_namespace=args.namespace is None, image=args.image)
+    sys.stdout.write(dump(m.render(lab, plan, where)))
+    return 0
+
+
+def clean(run: RunDir) -> list[str]:
+    """Remove what a docker or k8s run left outside its run dir (containers, cluster objects)."""
+    target = run.read().get("target")
+    if target == "docker":
+        from labctl import docker_target
+
+        return docker_target.remove(run.run_id)
+    if target == "k8s":
+        from labctl.k8s import cluster
+
+        return cluster.clean(run, shared=True)
+    return []

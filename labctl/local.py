@@ -1,0 +1,181 @@
+"""The local target: every task is an OS process on free 127.0.0.1 ports.
+
+Each task runs in its own session (process group), so Ctrl-C reaches only labctl, which then
+stops every task itself; PR_SET_PDEATHSIG makes the kernel kill a task even when labctl is
+SIGKILLed. SIGTERM, not SIGINT, ends TensorFlow servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from labctl import rundir
+from labctl.display import make_display
+from labctl.job import Controller, JobSpec, Lines, Outcome
+from labctl.labs import labs_dir
+from labctl.ports import free_ports
+from labctl.rundir import RunDir
+from labctl.tasks import SINGLE, TaskSpec
+from labctl.tfconfig import cluster_spec, tf_config
+
+PR_SET_PDEATHSIG = 1
+DRAIN_S = 2.0  # how long to wait for output after exit (a grandchild may hold the pipe)
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
+
+
+def _die_with_parent(parent: int) -> None:
+    """Runs in the child between fork and exec; only async-signal-safe work here."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class ProcessHandle:
+    def __init__(self, task: TaskSpec, proc: subprocess.Popen[str], lines: Lines) -> None:
+        self.task, self.proc = task, proc
+        self.eof = threading.Event()
+        self.exited_at: float | None = None
+        self.reaped = False
+        threading.Thread(target=self._read, args=(lines,), daemon=True).start()
+
+    def _read(self, lines: Lines) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            lines.put((self.task, raw.rstrip("\n")))
+        self.eof.set()
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is None:
+            return None
+        if not self.reaped:
+            # The task is over: like a container, nothing it started may outlive it.
+            self.reaped = True
+            self.exited_at = time.monotonic()
+            _signal_group(self.proc.pid, signal.SIGKILL)
+        if not self.eof.is_set() and time.monotonic() - (self.exited_at or 0) < DRAIN_S:
+            return None
+        return code
+
+    def kill(self) -> None:
+        _signal_group(self.proc.pid, signal.SIGKILL)
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+
+
+class LocalBackend:
+    """Starts tasks as child processes: `command(task)` and `env(task)` say what to run."""
+
+    def __init__(
+        self,
+        command: Callable[[TaskSpec], list[str]],
+        env: Callable[[TaskSpec], Mapping[str, str]],
+        cwd: Path,
+    ) -> None:
+        self.command, self.env, self.cwd = command, env, cwd
+
+    def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
+        parent = os.getpid()
+        proc = subprocess.Popen(
+            self.command(task),
+            cwd=self.cwd,
+            env=dict(self.env(task)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),  # only prctl and getppid run there
+        )
+        return ProcessHandle(task, proc, lines)
+
+    def stop_all(self, handles: list[ProcessHandle], grace_s: float) -> None:  # type: ignore[override]
+        for handle in handles:
+            handle.terminate()
+        deadline = time.monotonic() + grace_s
+        for handle in handles:
+            try:
+                handle.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                handle.kill()
+                handle.proc.wait()
+            handle.eof.wait(DRAIN_S)
+            handle.poll()  # reaps the group's leftovers
+
+
+def task_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every local task: labs/ importable, unbuffered output, quiet TF."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(labs_dir()), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO/WARNING noise hides the lab's output
+    env.update(extra)
+    return env
+
+
+def execute(
+    group: str,
+    spec: JobSpec,
+    meta: dict[str, Any],
+    command: Callable[[TaskSpec, RunDir], list[str]],
+    cwd: Path | None,
+    quiet: bool,
+) -> tuple[RunDir, Outcome]:
+    """Run `spec` as local processes in a new run directory of `group`; record run.json."""
+    tasks = [t for t in spec.tasks if t.type != SINGLE]
+    ports = dict(zip(tasks, free_ports(len(tasks)), strict=True))
+    cluster = cluster_spec(tasks, lambda t: f"127.0.0.1:{ports[t]}")
+    run = rundir.create(group)
+    started = time.time()
+    record: dict[str, Any] = {
+        **meta,
+        "target": "local",
+        "run_id": run.run_id,
+        "status": "running",
+        "launcher_pid": os.getpid(),
+        "started": rundir.iso(started),
+        "cluster": cluster,
+    }
+    run.write(record)
+
+    def env(task: TaskSpec) -> dict[str, str]:
+        return task_env({"TF_CONFIG": tf_config(cluster, task)} if task in ports else {})
+
+    backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
+    display = make_display(spec.title, spec.total_steps, quiet)
+    controller = Controller(spec, backend, run, display, lambda snap: run.write(record | snap))
+    try:
+        outcome = controller.run()
+    except BaseException:
+        run.write(record | {"status": "failed", "reason": "labctl itself failed"})
+        raise
+    finished = time.time()
+    record |= controller.snapshot() | {
+        "status": outcome.status,
+        "reason": outcome.reason or None,
+        "failed_task": outcome.failed_task,
+        "finished": rundir.iso(finished),
+        "wall_time_s": outcome.wall_time_s,
+    }
+    run.write(record)
+    return run, outcome
