@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -144,6 +145,37 @@ def test_default_config_validates_and_writes_the_inventory(vagrant: str, project
     assert cluster["kube_pod_subnet"] == "10.244.0.0/16"
     assert cluster["kube_service_subnet"] == "10.96.0.0/12"
     assert cluster["control_plane_fetch_kubeconfig_to"] == str(project / "kubeconfig")
+
+
+def test_generated_inventory_gives_every_host_every_cluster_variable(
+    vagrant: str, project: Path
+) -> None:
+    assert validate(project, K8S_CONTROL_PLANES="3").returncode == 0
+    generated = set(inventory(project)["all"]["vars"])
+    committed: set[str] = set()
+    for path in (project / "inventory/vagrant/group_vars/all").glob("*.yml"):
+        committed |= set(yaml.safe_load(path.read_text()))
+    # group_vars/all outranks hosts.yml's all:vars: a value in both would silently ignore
+    # cluster.yml.
+    assert not generated & committed
+    readme = (REPO / "roles/README.md").read_text().split("## Cluster-wide variables", 1)[1]
+    wanted = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    assert "kube_vip_address" in wanted
+    done = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-inventory"), "-i", "inventory/vagrant", "--list"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    hostvars = json.loads(done.stdout)["_meta"]["hostvars"]
+    assert len(hostvars) == 5
+    for name, variables in hostvars.items():
+        assert wanted <= set(variables), (name, wanted - set(variables))
+        assert variables["kube_vip_address"] == "192.168.56.10"
+        assert variables["ansible_user"] == "vagrant"
 
 
 def test_large_config_validates_with_a_vip(vagrant: str, project: Path) -> None:
