@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from typing import NoReturn
 
 from labctl import labs, rundir
 from labctl.errors import UsageError
+from labctl.k8s import targets
 
 LAUNCH = "launch"  # the run group of `labctl launch`
 DEFAULT_STALL_S = 60.0
@@ -83,7 +83,17 @@ def build_parser() -> Parser:
     p.add_argument("--check", action="store_true", help="run the lab's check after the run")
     p.add_argument("--target", choices=("local", "docker", "k8s"), default="local",
                    help="where the tasks run (default local)")
+    targets.add_options(p)
     _job_options(p, DEFAULT_STALL_S)
+
+    p = sub.add_parser("render", help="print the Kubernetes manifests a run would create")
+    p.add_argument("lab", metavar="LAB", help="lab number or name")
+    p.add_argument("--workers", type=_count, metavar="N", help="number of workers")
+    p.add_argument("--ps", type=_count, metavar="N", help="number of parameter servers")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
+    p.add_argument("--dataset", choices=("digits", "mnist"), help="training data")
+    p.add_argument("--target", choices=("k8s",), default="k8s", help="only k8s")
+    targets.add_options(p)
 
     p = sub.add_parser("check", help="check a lab's last run")
     p.add_argument("lab", metavar="LAB")
@@ -137,7 +147,10 @@ def cmd_list(_: argparse.Namespace) -> int:
             table.add_row(path.name[:2], path.name, f"[red]invalid: {exc}", "", "")
             continue
         table.add_row(f"{lab.number:02d}", lab.name, lab.title, lab.kind, last_result(lab.name))
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # pipes and CI: one row per line, never wrapped
+        console.width = 200
+    console.print(table)
     return 0
 
 
@@ -174,10 +187,8 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
     """Run one lab; (exit code, run status, check verdict, wall time)."""
     from labctl import plan
 
-    if lab.kind == "cluster" and args.target != "k8s":
+    if lab.kind == "cluster" and args.target == "local":
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
-    if args.target != "local":
-        raise UsageError(f"target {args.target!r} is not available in this version of labctl")
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},
@@ -212,27 +223,17 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
     def command(_task: object, run: rundir.RunDir) -> list[str]:
         return [*program, "--output-dir", str(run.output), *plan.args_argv(lab_plan.args)]
 
-    run, outcome = _execute(lab.name, spec, meta, command, None, args.quiet)
+    if args.target == "local":
+        from labctl.local import execute
+
+        run, outcome = execute(lab.name, spec, meta, command, None, args.quiet)
+    else:
+        run, outcome = targets.run(args.target, lab, lab_plan, spec, meta, args)
     code = report(run, outcome)
     verdict = "-"
     if code == 0 and args.check:
         verdict, code = _check_and_print(lab, run)
     return code, outcome.status, verdict, outcome.wall_time_s
-
-
-def _execute(group, spec, meta, command, cwd, quiet):  # type: ignore[no-untyped-def]
-    """execute() with SIGTERM/SIGHUP turned into the same clean stop as Ctrl-C."""
-    from labctl.local import execute
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        return execute(group, spec, meta, command, cwd, quiet)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def shown(path: Path) -> str:
@@ -330,9 +331,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
         names = ", ".join(f"{r.path.parent.name}/{r.run_id}" for r in active)
         raise UsageError(f"a run is active ({names}): wait for it or stop it, then clean")
     target = rundir.runs_root(group) if group else labs.state_dir() / "runs"
-    count = len([p for p in target.rglob("run.json")]) if target.exists() else 0
+    runs = [rundir.RunDir(p.parent) for p in target.rglob("run.json")] if target.exists() else []
+    for run in runs:  # containers or cluster objects a docker/k8s run left behind
+        for removed in targets.clean(run):
+            print(f"labctl: removed {removed}")
     shutil.rmtree(target, ignore_errors=True)
-    print(f"labctl: removed {count} run(s) from {shown(target)}")
+    print(f"labctl: removed {len(runs)} run(s) from {shown(target)}")
     return 0
 
 
@@ -395,13 +399,16 @@ def cmd_launch(args: argparse.Namespace) -> int:
     meta = {"lab": LAUNCH, "command": command, "counts": counts, "success": spec.success.name,
             "options": {"kill": args.kill, "stall_timeout": args.stall_timeout,
                         "timeout": args.timeout, "max_restarts": args.max_restarts}}
-    run, outcome = _execute(LAUNCH, spec, meta, lambda _t, _r: command, Path.cwd(), args.quiet)
+    from labctl.local import execute
+
+    run, outcome = execute(LAUNCH, spec, meta, lambda _t, _r: command, Path.cwd(), args.quiet)
     return report(run, outcome)
 
 
 COMMANDS = {
     "list": cmd_list, "run": cmd_run, "check": cmd_check, "logs": cmd_logs,
     "clean": cmd_clean, "tensorboard": cmd_tensorboard, LAUNCH: cmd_launch,
+    "render": lambda args: targets.render(args),
 }
 
 

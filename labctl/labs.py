@@ -51,6 +51,7 @@ class Lab:
     progress: bool = True
     tasks: dict[str, Count] = field(default_factory=dict)
     args: dict[str, ArgValue] = field(default_factory=dict)
+    k8s: dict[str, Any] = field(default_factory=dict)  # the [k8s] table, read by labctl.k8s
 
     @property
     def number(self) -> int:
@@ -87,7 +88,7 @@ def load_lab(path: Path) -> Lab:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LabError(f"{where}: {exc}") from None
     unknown = set(data) - {"title", "kind", "program", "summary", "success", "shutdown",
-                           "progress", "tasks", "args"}
+                           "progress", "tasks", "args", "k8s"}
     if unknown:
         raise LabError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     kind = _require(data, "kind", str, where)
@@ -108,6 +109,9 @@ def load_lab(path: Path) -> Lab:
         isinstance(v, str | int | float) for v in args.values()
     ):
         raise LabError(f"{where}: [args] must map option names to strings, numbers or booleans")
+    k8s = data.get("k8s", {})
+    if not isinstance(k8s, dict):
+        raise LabError(f"{where}: [k8s] must be a table")
     lab = Lab(
         name=path.name,
         path=path,
@@ -120,6 +124,7 @@ def load_lab(path: Path) -> Lab:
         progress=data.get("progress", True) is True,
         tasks=tasks,
         args=args,
+        k8s=k8s,
     )
     if not (path / lab.program).is_file():
         raise LabError(f"{where}: program {lab.program!r} does not exist")

@@ -18,9 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labctl import rundir
-from labctl.display import make_display
-from labctl.job import Controller, JobSpec, Lines, Outcome
+from labctl import rundir, supervise
+from labctl.job import JobSpec, Lines, Outcome
 from labctl.labs import labs_dir
 from labctl.ports import free_ports
 from labctl.rundir import RunDir
@@ -141,41 +140,15 @@ def execute(
     cwd: Path | None,
     quiet: bool,
 ) -> tuple[RunDir, Outcome]:
-    """Run `spec` as local processes in a new run directory of `group`; record run.json."""
+    """Run `spec` as local processes in a new run directory of `group`."""
     tasks = [t for t in spec.tasks if t.type != SINGLE]
     ports = dict(zip(tasks, free_ports(len(tasks)), strict=True))
     cluster = cluster_spec(tasks, lambda t: f"127.0.0.1:{ports[t]}")
     run = rundir.create(group)
-    started = time.time()
-    record: dict[str, Any] = {
-        **meta,
-        "target": "local",
-        "run_id": run.run_id,
-        "status": "running",
-        "launcher_pid": os.getpid(),
-        "started": rundir.iso(started),
-        "cluster": cluster,
-    }
-    run.write(record)
 
     def env(task: TaskSpec) -> dict[str, str]:
         return task_env({"TF_CONFIG": tf_config(cluster, task)} if task in ports else {})
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
-    display = make_display(spec.title, spec.total_steps, quiet)
-    controller = Controller(spec, backend, run, display, lambda snap: run.write(record | snap))
-    try:
-        outcome = controller.run()
-    except BaseException:
-        run.write(record | {"status": "failed", "reason": "labctl itself failed"})
-        raise
-    finished = time.time()
-    record |= controller.snapshot() | {
-        "status": outcome.status,
-        "reason": outcome.reason or None,
-        "failed_task": outcome.failed_task,
-        "finished": rundir.iso(finished),
-        "wall_time_s": outcome.wall_time_s,
-    }
-    run.write(record)
-    return run, outcome
+    record = {**meta, "target": "local", "cluster": cluster}
+    return run, supervise.execute(run, spec, record, backend, quiet)

@@ -33,8 +33,8 @@ class TaskSpec:
 
 
 def parse_task(text: str) -> TaskSpec:
-    """`worker:1` -> TaskSpec("worker", 1); `main` for the single process."""
-    if text == SINGLE:
+    """`worker:1` -> TaskSpec("worker", 1); `main` (or `main:0`) for the single process."""
+    if text in (SINGLE, f"{SINGLE}:0"):
         return TaskSpec(SINGLE, 0)
     match = _NAME.match(text)
     if not match or match.group(1) not in TASK_TYPES:
