@@ -22,11 +22,11 @@ from labctl import rundir
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome
 from labctl.k8s import manifests as m
-from labctl.k8s.execute import execute
 from labctl.labs import Lab
 from labctl.local import LocalBackend, ProcessHandle
 from labctl.plan import LabPlan
 from labctl.rundir import RunDir
+from labctl.supervise import execute
 from labctl.tasks import SINGLE, TaskSpec, parse_task
 
 IMAGE = f"local/tf-lab:{m.TF_VERSION}"

@@ -30,11 +30,11 @@ from labctl import rundir
 from labctl.job import JobSpec, Lines, Outcome
 from labctl.k8s import manifests as m
 from labctl.k8s.api import Api, ClusterError, Forbidden
-from labctl.k8s.execute import execute
 from labctl.labs import Lab
 from labctl.plan import LabPlan
 from labctl.restart import RestartPolicy
 from labctl.rundir import RunDir
+from labctl.supervise import execute
 from labctl.tasks import TaskSpec
 
 POLL_S = 1.0
@@ -260,7 +260,8 @@ class JobHandle:
             api, namespace, job, task, lines)
         self.lock = threading.Lock()
         self.followed: dict[str, threading.Thread] = {}  # pod name -> its log follower
-        self.pods: list[m.Manifest] = []
+        self.pods: list[m.Manifest] = []  # the Job's pods now
+        self.history: dict[str, dict[str, Any]] = {}  # every pod it ever had, last seen state
         self.state: m.Manifest | None = None
         self.seen = False  # the Job was listed at least once
         self.deleted = False
@@ -281,6 +282,9 @@ class JobHandle:
             self.pods = pods
             for pod in pods:
                 name = pod["metadata"]["name"]
+                self.history[name] = {
+                    "name": name, "phase": pod.get("status", {}).get("phase"),
+                    "exit_code": _exit_code(pod), "node": pod.get("spec", {}).get("nodeName")}
                 if name in self.followed or not _started(pod):
                     continue
                 if self.followed:
@@ -339,10 +343,7 @@ class JobHandle:
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
-            return {"job": self.job, "pods": [
-                {"name": p["metadata"]["name"], "phase": p.get("status", {}).get("phase"),
-                 "exit_code": _exit_code(p), "node": p.get("spec", {}).get("nodeName")}
-                for p in self.pods]}
+            return {"job": self.job, "pods": list(self.history.values())}
 
 
 class KubeBackend:

@@ -116,6 +116,14 @@ class Placement:
     backoff_limit: int = BACKOFF_LIMIT
 
 
+def render_placement(lab: Lab, namespace: str | None = None, image: str | None = None) -> Placement:
+    """Where `labctl render` (and the static dirs) put a lab: --namespace (an existing one), or
+    the lab's fixed namespace, or tf-lab; both of the latter are created by the manifests."""
+    fixed = settings(lab).namespace
+    return Placement(namespace=namespace or fixed or DEFAULT_NAMESPACE,
+                     create_namespace=namespace is None, image=image)
+
+
 def run_namespace(lab: Lab, run_id: str) -> str:
     """The namespace of a run without --namespace: the lab's fixed one, or one per run."""
     fixed = settings(lab).namespace

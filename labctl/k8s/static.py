@@ -50,7 +50,7 @@ FILES = (
 
 def default_render(lab: labs.Lab) -> list[m.Manifest]:
     """What `labctl render LAB --target k8s` prints without options."""
-    return m.render(lab, plan_lab(lab, {}, {}, []), m.Placement())
+    return m.render(lab, plan_lab(lab, {}, {}, []), m.render_placement(lab))
 
 
 def files_for(lab: labs.Lab) -> dict[str, str]:

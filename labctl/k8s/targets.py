@@ -51,8 +51,7 @@ def render(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
     plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
                     {"steps": args.steps, "dataset": args.dataset}, [])
-    where = m.Placement(namespace=args.namespace or m.DEFAULT_NAMESPACE,
-                        create_namespace=args.namespace is None, image=args.image)
+    where = m.render_placement(lab, args.namespace, args.image)
     sys.stdout.write(dump(m.render(lab, plan, where)))
     return 0
 
