@@ -1,0 +1,262 @@
+"""An in-memory stand-in for labctl.k8s.api.Api: enough Kubernetes to exercise labctl's k8s logic
+(preflight, rollback, supervision, collection, clean-up) without a cluster.
+
+It is a mock: it proves labctl's logic against the behaviour written here (the Job controller
+making one pod per attempt, podFailurePolicy, DisruptionTarget on deleted pods), not that the
+real system behaves so. Each Job's pods follow a script of attempts, run on background threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import itertools
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.k8s.api import ClusterError, Conflict, Forbidden, NotFound
+
+Key = tuple[str, str | None, str]  # kind, namespace, name
+CLUSTER_SCOPED = {"Namespace", "StorageClass", "RuntimeClass", "Node"}
+
+
+@dataclass
+class Attempt:
+    """One pod of a Job: prints `lines` (one every `every_s`), waits until the Jobs in
+    `wait_for` completed, writes `files` to the volume, then exits with `exit_code`."""
+
+    lines: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    wait_for: tuple[str, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)
+    every_s: float = 0.02
+    forever: bool = False  # a server that only ends when deleted
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"{time.monotonic_ns()}"
+
+
+def _matches(labels: dict[str, str], selector: str | None) -> bool:
+    if not selector:
+        return True
+    return all(labels.get(k) == v for k, v in (p.split("=", 1) for p in selector.split(",")))
+
+
+class FakeApi:
+    host = "https://fake-apiserver:6443"
+
+    def __init__(self, *, reachable: bool = True, storage_classes: tuple[str, ...] = (
+            "nfs-client",), runtime_classes: tuple[str, ...] = (), gpus: int = 0,
+            forbid: set[tuple[str, str]] | None = None,
+            scripts: dict[str, list[Attempt]] | None = None) -> None:
+        self.reachable = reachable
+        self.forbid = forbid or set()
+        self.scripts = scripts or {}
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.logs: dict[str, list[str]] = {}
+        self.volume: dict[str, str] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.lock = threading.RLock()
+        self.serial = itertools.count(1)
+        for name in storage_classes:
+            self._put({"kind": "StorageClass", "metadata": {"name": name}})
+        for name in runtime_classes:
+            self._put({"kind": "RuntimeClass", "metadata": {"name": name}})
+        self._put({"kind": "Node", "metadata": {"name": "node-1"}, "status": {
+            "allocatable": {"cpu": "2", "nvidia.com/gpu": str(gpus)} if gpus else {"cpu": "2"}}})
+
+    # --- storage --------------------------------------------------------------------------------
+    def _key(self, kind: str, name: str, namespace: str | None) -> Key:
+        return (kind, None if kind in CLUSTER_SCOPED else namespace, name)
+
+    def _put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("labels", {})
+        meta["creationTimestamp"] = _now()
+        self.objects[self._key(obj["kind"], meta["name"], meta.get("namespace"))] = obj
+        return obj
+
+    def _guard(self, verb: str, kind: str) -> None:
+        self.calls.append((verb, kind, ""))
+        if not self.reachable:
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: refused")
+        if (verb, kind) in self.forbid:
+            raise Forbidden(f"RBAC: not allowed to {verb} {kind.lower()}s (403 Forbidden)")
+
+    # --- the Api interface ----------------------------------------------------------------------
+    def version(self) -> str:
+        self._guard("get", "version")
+        return "v1.37.1"
+
+    def create(self, doc: dict[str, Any]) -> None:
+        kind, meta = doc["kind"], doc["metadata"]
+        self._guard("create", kind)
+        with self.lock:
+            key = self._key(kind, meta["name"], meta.get("namespace"))
+            if key in self.objects:
+                raise Conflict(f"conflict: {kind} {meta['name']} already exists")
+            ns = meta.get("namespace")
+            if ns and kind not in CLUSTER_SCOPED and self._key("Namespace", ns, None) not in \
+                    self.objects:
+                raise NotFound(f"not found: namespace {ns}")
+            obj = self._put(copy.deepcopy(doc))
+            self.calls[-1] = ("create", kind, meta["name"])
+        if kind == "Job":
+            obj["status"] = {}
+            threading.Thread(target=self._job, args=(obj,), daemon=True).start()
+        if kind == "Pod" and meta["labels"].get("app.kubernetes.io/component") == "collector":
+            obj["status"] = {"phase": "Succeeded"}
+            self.logs[meta["name"]] = [self._tar_volume()]
+
+    def read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        self._guard("get", kind)
+        with self.lock:
+            obj = self.objects.get(self._key(kind, name, namespace))
+            return copy.deepcopy(obj) if obj else None
+
+    def delete(self, kind: str, name: str, namespace: str | None = None,
+               grace_s: int | None = None) -> bool:
+        self._guard("delete", kind)
+        with self.lock:
+            obj = self.objects.pop(self._key(kind, name, namespace), None)
+            if obj is None:
+                return False
+            self.calls[-1] = ("delete", kind, name)
+            if kind == "Namespace":
+                for key in [k for k in self.objects if k[1] == name]:
+                    del self.objects[key]
+            if kind == "Job":
+                for pod in self._pods_of(name, namespace):
+                    self._remove_pod(pod)
+            if kind == "Pod":
+                obj["deleted"] = True
+            return True
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None,
+             field_selector: str | None = None) -> list[dict[str, Any]]:
+        self._guard("list", kind)
+        with self.lock:
+            out = [copy.deepcopy(o) for k, o in self.objects.items()
+                   if k[0] == kind and (namespace is None or k[1] == namespace)
+                   and _matches(o["metadata"].get("labels", {}), selector)]
+        if field_selector:
+            _, _, value = field_selector.partition("=")  # involvedObject.name=X
+            out = [o for o in out if o.get("involvedObject", {}).get("name") == value]
+        return out
+
+    def log_lines(self, pod: str, namespace: str, container: str):  # -> Iterator[str]
+        sent = 0
+        while True:
+            with self.lock:
+                lines = self.logs.get(pod, [])
+                obj = self.objects.get(self._key("Pod", pod, namespace))
+                done = obj is None or obj.get("status", {}).get("phase") in ("Succeeded",
+                                                                              "Failed")
+            while sent < len(lines):
+                yield lines[sent]
+                sent += 1
+            if done:
+                return
+            time.sleep(0.01)
+
+    def log(self, pod: str, namespace: str, container: str) -> str:
+        self._guard("get", "Pod")
+        return "\n".join(self.logs.get(pod, []))
+
+    # --- the Job controller, as far as labctl relies on it --------------------------------------
+    def _pods_of(self, job: str, namespace: str | None) -> list[dict[str, Any]]:
+        return [o for k, o in self.objects.items() if k[0] == "Pod" and k[1] == namespace
+                and o["metadata"]["labels"].get("batch.kubernetes.io/job-name") == job]
+
+    def _remove_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        self.objects.pop(self._key("Pod", meta["name"], meta["namespace"]), None)
+        pod["deleted"] = True
+
+    def _complete(self, job: str, namespace: str) -> bool:
+        with self.lock:
+            obj = self.objects.get(self._key("Job", job, namespace))
+        conds = (obj or {}).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Complete" for c in conds)
+
+    def _job(self, job: dict[str, Any]) -> None:
+        meta, spec = job["metadata"], job["spec"]
+        attempts = list(self.scripts.get(meta["name"], [Attempt()]))
+        failures = 0
+        while True:
+            attempt = attempts.pop(0) if len(attempts) > 1 else attempts[0]
+            pod = self._start_pod(job)
+            code = self._run_pod(pod, attempt)
+            with self.lock:
+                if self._key("Job", meta["name"], meta["namespace"]) not in self.objects:
+                    return  # the Job was deleted
+                if code is None:  # pod deleted: DisruptionTarget, ignored by podFailurePolicy
+                    continue
+                if code == 0:
+                    job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
+                    return
+                if code == 2:
+                    job["status"]["conditions"] = [{"type": "Failed", "status": "True",
+                                                    "reason": "PodFailurePolicy"}]
+                    return
+                failures += 1
+                job["status"]["failed"] = failures
+                if failures > spec["backoffLimit"]:
+                    job["status"]["conditions"] = [{
+                        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit"}]
+                    return
+
+    def _start_pod(self, job: dict[str, Any]) -> dict[str, Any]:
+        meta = job["metadata"]
+        labels = dict(job["spec"]["template"]["metadata"]["labels"])
+        labels["batch.kubernetes.io/job-name"] = meta["name"]
+        with self.lock:
+            name = f"{meta['name']}-{next(self.serial):05d}"
+            pod = self._put({"kind": "Pod", "metadata": {
+                "name": name, "namespace": meta["namespace"], "labels": labels},
+                "spec": {"nodeName": "node-1"},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": "tensorflow", "state": {"running": {}}, "restartCount": 0}]}})
+            self.logs[name] = []
+        return pod
+
+    def _run_pod(self, pod: dict[str, Any], attempt: Attempt) -> int | None:
+        name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        for line in attempt.lines:
+            if pod.get("deleted"):
+                return None
+            with self.lock:
+                self.logs[name].append(line)
+            time.sleep(attempt.every_s)
+        while attempt.forever or not all(self._complete(j, ns) for j in attempt.wait_for):
+            if pod.get("deleted"):
+                return None
+            time.sleep(0.01)
+        if pod.get("deleted"):
+            return None
+        with self.lock:
+            self.volume.update(attempt.files)
+            pod["status"] = {"phase": "Succeeded" if attempt.exit_code == 0 else "Failed",
+                             "containerStatuses": [{"name": "tensorflow", "state": {
+                                 "terminated": {"exitCode": attempt.exit_code}}}]}
+        return attempt.exit_code
+
+    def _tar_volume(self) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for path, text in sorted(self.volume.items()):
+                data = text.encode()
+                info = tarfile.TarInfo(path)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return base64.b64encode(buf.getvalue()).decode()
+
+    def made(self, verb: str) -> list[str]:
+        """`Kind/name` of every successful create or delete, in order."""
+        return [f"{k}/{n}" for v, k, n in self.calls if v == verb and n]

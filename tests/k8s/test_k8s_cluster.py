@@ -1,0 +1,283 @@
+"""`labctl run --target k8s` logic against an in-memory fake cluster (tests/k8s/fake_cluster.py).
+
+A mock: this proves labctl's decisions (preflight before anything is created, rollback, which
+Jobs are deleted when, what a task's exit code is, results copied back, clean-up by label) under
+the behaviour the fake encodes. It is not evidence that a real cluster behaves so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_cluster import Attempt, FakeApi
+from k8s_support import load
+
+from labctl import rundir
+from labctl.job import JobSpec
+from labctl.k8s import cluster
+from labctl.k8s import manifests as m
+from labctl.k8s.api import ClusterError, Forbidden
+from labctl.plan import plan_lab
+from labctl.restart import RestartPolicy
+
+RESULTS = json.dumps({"lab": "04-fake-async", "test_accuracy": 0.97, "global_step": 20})
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "POLL_S", 0.02)
+
+
+def progress(*steps: int) -> list[str]:
+    return [f"PROGRESS step={s} loss=0.5 accuracy=0.9" for s in steps]
+
+
+def async_scripts(**override: list[Attempt]) -> dict[str, list[Attempt]]:
+    """Lab 04's shape: workers train and write results; the ps ends when both are done."""
+    scripts = {
+        "fake-async-worker-0": [Attempt(["starting", *progress(5, 10, 15, 20)],
+                                        files={"results.json": RESULTS,
+                                               "tasks/worker-0.json": "{}"})],
+        "fake-async-worker-1": [Attempt(progress(4, 8, 12, 16, 20),
+                                        files={"tasks/worker-1.json": "{}"})],
+        "fake-async-ps-0": [Attempt(["ps up"], wait_for=("fake-async-worker-0",
+                                                          "fake-async-worker-1"))],
+    }
+    return scripts | override
+
+
+def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restarts: int = 3,
+            namespace: str | None = None, stall_s: float = 20.0) -> cluster.K8sRun:
+    lab = load(ident)
+    plan = plan_lab(lab, {}, {}, list(kills))
+    spec = JobSpec(title=lab.name, tasks=plan.tasks, success=lab.success_task,
+                   shutdown=lab.shutdown, policy=RestartPolicy(max_restarts=restarts),
+                   stall_timeout_s=stall_s, timeout_s=None, kills=plan.kills,
+                   after_success_grace_s=2.0)
+    return cluster.run(lab, plan, spec, {"lab": lab.name}, quiet=True, namespace=namespace,
+                       api_factory=lambda: api)
+
+
+def leftovers(api: FakeApi, run_id: str) -> list[Any]:
+    return [k for k, o in api.objects.items()
+            if o["metadata"].get("labels", {}).get(m.LABEL_RUN) == run_id]
+
+
+def test_a_run_succeeds_collects_results_and_cleans_up_by_label(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts())
+    done = run_lab(api)
+    assert done.outcome.status == "succeeded", done.outcome
+    record = done.run.read()
+    ns = record["namespace"]
+    assert ns == f"tf-04-{done.run.run_id}" and record["namespace_created"]
+    assert record["target"] == "k8s" and record["status"] == "succeeded"
+    assert record["cluster"]["worker"] == [f"fake-async-worker-{i}.{ns}.svc:2222"
+                                           for i in range(2)]
+    # Created in order: namespace, programs, volume, Services, then Jobs.
+    kinds = [c.split("/")[0] for c in api.made("create")]
+    assert kinds[:3] == ["Namespace", "ConfigMap", "PersistentVolumeClaim"]
+    assert kinds[3:6] == ["Service"] * 3 and kinds[6:9] == ["Job"] * 3
+    # Results came back from the volume through the collector pod, which is gone again.
+    assert json.loads((done.run.output / "results.json").read_text())["test_accuracy"] == 0.97
+    assert (done.run.output / "tasks" / "worker-1.json").is_file()
+    assert "Pod/fake-async-collect" in api.made("delete")
+    # Logs are per task with the pods' lines; the ps ended by itself (done-queue).
+    assert "starting" in (done.run.logs / "worker-0.log").read_text()
+    assert not any(d.startswith("Job/") for d in api.made("delete"))
+    tasks = {t["name"]: t for t in record["tasks"]}
+    assert tasks["ps:0"]["status"] == "succeeded"
+    # Clean: everything of the run goes, the per-run namespace too, nothing else.
+    deleted = cluster.clean(done.run, api=api, shared=True)
+    assert f"Namespace/{ns}" in deleted
+    assert leftovers(api, done.run.run_id) == []
+    assert api.read("StorageClass", m.STORAGE_CLASS) is not None
+
+
+def test_unreachable_cluster_fails_before_anything_exists(fake_labs: Path) -> None:
+    api = FakeApi(reachable=False)
+    with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
+        run_lab(api)
+    assert rundir.latest("04-fake-async") is None
+    assert api.made("create") == []
+
+
+def test_missing_storage_class_is_one_clear_error_and_creates_nothing(fake_labs: Path) -> None:
+    api = FakeApi(storage_classes=())
+    with pytest.raises(ClusterError, match="no StorageClass nfs-client: run the nfs_provis"):
+        run_lab(api)
+    assert api.made("create") == []
+    assert rundir.latest("04-fake-async").read()["status"] == "failed"
+
+
+def test_no_gpu_capacity_skips_the_gpu_lab_cleanly(fake_labs: Path) -> None:
+    api = FakeApi(runtime_classes=("nvidia",), gpus=0)
+    done = run_lab(api, "10")
+    assert done.outcome.status == "skipped" and "nvidia.com/gpu" in (done.skipped or "")
+    assert done.run.read()["status"] == "skipped"
+    assert api.made("create") == []
+
+
+def test_gpu_capacity_without_runtime_class_is_an_error(fake_labs: Path) -> None:
+    api = FakeApi(gpus=1)
+    with pytest.raises(ClusterError, match="no RuntimeClass nvidia"):
+        run_lab(api, "10")
+    assert api.made("create") == []
+
+
+def test_name_clash_in_an_attendee_namespace_creates_nothing(fake_labs: Path) -> None:
+    api = FakeApi()
+    api.create({"kind": "Namespace", "metadata": {"name": "alice"}})
+    api.create({"kind": "Service", "metadata": {"name": "fake-async-ps-0", "namespace": "alice",
+                                                "labels": {m.LABEL_RUN: "earlier",
+                                                           m.LABEL_LAB: "04-fake-async"}}})
+    before = len(api.made("create"))
+    with pytest.raises(ClusterError, match=r"name clash: Service fake-async-ps-0 already exists "
+                                           r"in namespace alice \(made by 04-fake-async run "
+                                           r"earlier\)"):
+        run_lab(api, namespace="alice")
+    assert len(api.made("create")) == before
+
+
+def test_missing_attendee_namespace_is_an_error(fake_labs: Path) -> None:
+    with pytest.raises(ClusterError, match="namespace bob does not exist"):
+        run_lab(FakeApi(), namespace="bob")
+
+
+def test_rbac_refusal_rolls_back_everything_created(fake_labs: Path) -> None:
+    api = FakeApi(forbid={("create", "Job")})
+    with pytest.raises(Forbidden, match="RBAC: not allowed to create jobs"):
+        run_lab(api)
+    created = api.made("create")
+    assert created and api.made("delete") == list(reversed(created))
+    assert api.list("Namespace") == []
+
+
+def test_a_failing_task_fails_the_run_after_the_jobs_backoff(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-0": [Attempt(["Traceback: boom"], exit_code=1)]}))
+    done = run_lab(api, restarts=1)
+    assert done.outcome.status == "failed"
+    assert done.outcome.failed_task == "worker:0"
+    log = (done.run.logs / "worker-0.log").read_text()
+    assert log.count("Traceback: boom") == 2  # backoffLimit 1: two pods
+    assert "BackoffLimitExceeded" in log
+    # The run's remaining Jobs (ps, worker 1) were deleted; nothing is left running.
+    deleted = api.made("delete")
+    assert "Job/fake-async-ps-0" in deleted
+
+
+def test_exit_2_fails_at_once_through_pod_failure_policy(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-1": [Attempt(["error: TF_CONFIG bad"], exit_code=2)]}))
+    done = run_lab(api)
+    assert done.outcome.status == "failed"
+    assert done.outcome.failed_task == "worker:1"
+    assert "exited 2" in done.outcome.reason
+    assert (done.run.logs / "worker-1.log").read_text().count("TF_CONFIG bad") == 1
+
+
+def test_kill_deletes_the_pod_and_the_replacement_rejoins(fake_labs: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    worker1 = [Attempt(progress(4, 8, 12, 16, 20), every_s=0.3),
+               Attempt(["rejoined", *progress(22, 24)], files={"tasks/worker-1.json": "{}"})]
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-0": [Attempt(progress(5, 10, 15, 20, 25, 30), every_s=0.3,
+                                        files={"results.json": RESULTS})],
+        "fake-async-worker-1": worker1}))
+    done = run_lab(api, kills=("worker:1@8",))
+    assert done.outcome.status == "succeeded", done.outcome
+    deleted_pods = [d for d in api.made("delete") if d.startswith("Pod/fake-async-worker-1")]
+    assert len(deleted_pods) == 1
+    log = (done.run.logs / "worker-1.log").read_text()
+    replaced = log.index("----- labctl: pod fake-async-worker-1-")
+    assert "replaces" in log[replaced:] and "rejoined" in log[replaced:]
+    pods = done.run.read()["pods"]["worker:1"]["pods"]
+    assert len(pods) == 2
+    # Lab 09's check finds exactly this in the log.
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(fake_labs))  # its labkit
+
+    spec = importlib.util.spec_from_file_location(
+        "check09", Path(__file__).resolve().parents[2] / "labs" /
+        "09-distributed-training-on-kubernetes" / "check.py")
+    check09 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check09)
+    assert check09.rejoined(done.run.logs / "worker-1.log") == pods[1]["name"]
+
+
+def test_launcher_shutdown_deletes_the_servers_after_success(fake_labs: Path) -> None:
+    api = FakeApi(scripts={
+        "fake-strategy-chief-0": [Attempt(progress(10, 20), files={"results.json": RESULTS})],
+        "fake-strategy-ps-0": [Attempt(["ps serving"], forever=True)],
+        "fake-strategy-worker-0": [Attempt(["worker serving"], forever=True)],
+    })
+    done = run_lab(api, "06")
+    assert done.outcome.status == "succeeded", done.outcome
+    deleted = api.made("delete")
+    assert {"Job/fake-strategy-ps-0", "Job/fake-strategy-worker-0"} <= set(deleted)
+    assert "Job/fake-strategy-chief-0" not in deleted  # finished Jobs stay until `labctl clean`
+    tasks = {t["name"]: t["status"] for t in done.run.read()["tasks"]}
+    assert tasks == {"chief:0": "succeeded", "ps:0": "stopped", "worker:0": "stopped"}
+
+
+def test_stall_watchdog_fails_a_silent_job(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-0": [Attempt(progress(1), forever=True)],
+        "fake-async-worker-1": [Attempt(progress(1), forever=True)]}))
+    done = run_lab(api, stall_s=1.0)
+    assert done.outcome.status == "failed" and "stalled" in done.outcome.reason
+    assert {"Job/fake-async-worker-0", "Job/fake-async-worker-1"} <= set(api.made("delete"))
+
+
+def test_shared_objects_are_reused_by_the_next_run_and_cleaned_with_the_lab(
+        fake_labs: Path) -> None:
+    api = FakeApi(scripts={})
+    first = run_lab(api, "11")
+    second = run_lab(api, "11")
+    assert first.outcome.status == second.outcome.status == "succeeded"
+    created = api.made("create")
+    assert created.count("Namespace/tf-shared") == 1
+    assert created.count("PersistentVolumeClaim/models") == 1
+    assert f"Job/train-{second.run.run_id}-main" in created
+    assert first.run.read()["namespace"] == second.run.read()["namespace"] == "tf-shared"
+    cluster.clean(first.run, api=api)  # a run alone: its own objects only
+    assert api.read("PersistentVolumeClaim", "models", "tf-shared") is not None
+    assert api.read("Job", f"train-{first.run.run_id}-main", "tf-shared") is None
+    cluster.clean(second.run, api=api, shared=True)  # the lab's last run: shared ones too
+    assert api.list("Namespace") == []
+
+
+def test_wait_started_fails_fast_on_an_image_that_cannot_be_pulled() -> None:
+    api = FakeApi()
+    api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
+    api._put({"kind": "Pod", "metadata": {
+        "name": "w-0-abc", "namespace": "ns",
+        "labels": {"batch.kubernetes.io/job-name": "w-0", m.LABEL_RUN: "r"}},
+        "status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": "pull access denied"}}}]}})
+    with pytest.raises(ClusterError, match="pod w-0-abc cannot start: ImagePullBackOff: pull"):
+        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+                             sleep=lambda _s: None)
+
+
+def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
+    api = FakeApi()
+    api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
+    api._put({"kind": "Pod", "metadata": {
+        "name": "w-0-abc", "namespace": "ns",
+        "labels": {"batch.kubernetes.io/job-name": "w-0", m.LABEL_RUN: "r"}},
+        "status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}})
+    now = [0.0]
+
+    def tick(seconds: float) -> None:
+        now[0] += 30
+
+    with pytest.raises(ClusterError, match=r"cannot be scheduled: 0/3 nodes .* nvidia\.com/gpu"):
+        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+                             clock=lambda: now[0], sleep=tick)

@@ -1,0 +1,240 @@
+"""`labctl render` output for every lab and option set: valid against the Kubernetes 1.37 schemas
+(kubernetes-validate --strict) and consistent with itself: TF_CONFIG hosts are the render's own
+Services on the port the pods listen on, mounts have volumes, selectors select the right pods,
+and the Job settings that upstream rejects or that TF needs are as they must be."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from k8s_support import by_kind, load, pod_specs, render
+
+from labctl.k8s import manifests as m
+from labctl.labs import labs_dir
+
+REPO = Path(__file__).resolve().parents[2]
+LABS = sorted(p.parent.name for p in (REPO / "labs").glob("[0-9][0-9]-*/lab.toml"))
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def option_sets(lab: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Defaults, each task count at its bounds, a step override, an attendee namespace."""
+    sets: list[tuple[str, dict[str, Any]]] = [("defaults", {})]
+    if lab.tasks:
+        sets.append(("min", {"counts": {t: c.min for t, c in lab.tasks.items()}}))
+        sets.append(("max", {"counts": {t: c.max for t, c in lab.tasks.items()}}))
+    if "steps" in lab.args:
+        sets.append(("steps", {"args": {"steps": 7}}))
+    sets.append(("namespace", {"namespace": "alice", "create_namespace": False,
+                               "run_id": "20261128-101500"}))
+    return sets
+
+
+def renders(name: str) -> list[tuple[str, list[m.Manifest]]]:
+    lab = load(name)
+    return [(label, render(lab, **opts)) for label, opts in option_sets(lab)]
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_every_render_validates_strictly_against_kubernetes_1_37(name: str) -> None:
+    for label, docs in renders(name):
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, m.KUBE_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                pytest.fail(f"{name} [{label}] {doc['kind']}/{doc['metadata']['name']}: "
+                            f"{err.message} at {'.'.join(map(str, err.path))}")
+
+
+def tf_configs(docs: list[m.Manifest]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for job_name, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            for var in container.get("env", []):
+                if var["name"] == "TF_CONFIG":
+                    out[job_name] = json.loads(var["value"])
+    return out
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_tf_config_hosts_are_the_renders_own_services_on_the_pods_port(name: str) -> None:
+    for label, docs in renders(name):
+        services, jobs = by_kind(docs, "Service"), by_kind(docs, "Job")
+        for job_name, config in tf_configs(docs).items():
+            task = config["task"]
+            job = jobs[job_name]
+            assert job["metadata"]["labels"][m.LABEL_TASK] == f"{task['type']}-{task['index']}"
+            for hosts in config["cluster"].values():
+                for host in hosts:
+                    name_, _, port = host.rpartition(":")
+                    svc_name, ns, svc = name_.split(".")
+                    assert svc == "svc", host
+                    service = services[svc_name]  # KeyError: a host without a Service
+                    assert service["metadata"]["namespace"] == ns, (label, host)
+                    (svc_port,) = service["spec"]["ports"]
+                    assert svc_port["port"] == int(port) == m.PORT
+                    assert service["spec"]["clusterIP"] == "None"
+                    # The Service selects exactly the pod of that task, which listens there.
+                    selected = [j for j in jobs.values() if all(
+                        j["spec"]["template"]["metadata"]["labels"].get(k) == v
+                        for k, v in service["spec"]["selector"].items())]
+                    assert [j["metadata"]["name"] for j in selected] == [svc_name], host
+                    pod = selected[0]["spec"]["template"]["spec"]
+                    ports = {p["name"]: p["containerPort"] for c in pod["containers"]
+                             for p in c.get("ports", [])}
+                    assert ports[svc_port["targetPort"]] == int(port)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_mounts_volumes_configmaps_and_claims_resolve(name: str) -> None:
+    for label, docs in renders(name):
+        configmaps, claims = by_kind(docs, "ConfigMap"), by_kind(docs, "PersistentVolumeClaim")
+        for obj, spec in pod_specs(docs):
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            for container in spec["containers"]:
+                for mount in container.get("volumeMounts", []):
+                    assert mount["name"] in volumes, (label, obj, mount)
+            for volume in volumes.values():
+                if "configMap" in volume:
+                    cm = configmaps[volume["configMap"]["name"]]
+                    keys = set(cm.get("data", {})) | set(cm.get("binaryData", {}))
+                    items = volume["configMap"]["items"]
+                    assert {i["key"] for i in items} <= keys, (label, obj)
+                if "persistentVolumeClaim" in volume:
+                    assert volume["persistentVolumeClaim"]["claimName"] in claims, (label, obj)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_the_container_runs_the_shipped_program_with_the_contracts_options(name: str) -> None:
+    lab = load(name)
+    docs = render(lab)
+    task_jobs = [j for j in by_kind(docs, "Job").values()
+                 if m.LABEL_TASK in j["metadata"]["labels"]]
+    expected = sum(c.default for c in lab.tasks.values()) or 1
+    assert len(task_jobs) == (expected if m.settings(lab).jobs else 0)
+    for job in task_jobs:
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        items = {i["path"] for v in pod["volumes"] if "configMap" in v
+                 for i in v["configMap"]["items"]}
+        program = container["command"][1].removeprefix(m.PROGRAM_MOUNT + "/")
+        assert program in items
+        assert (labs_dir() / program).resolve() == (lab.path / lab.program).resolve()
+        assert container["args"][:2] == ["--output-dir", m.OUTPUT_MOUNT]
+        assert "labkit/__init__.py" in items
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["PYTHONPATH"] == m.PROGRAM_MOUNT
+        assert ("TF_CONFIG" in env) == bool(lab.tasks)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_configmap_holds_the_files_byte_for_byte(name: str) -> None:
+    lab = load(name)
+    (cm,) = by_kind(render(lab), "ConfigMap").values()
+    files = m.program_files(lab)
+    assert len(cm.get("data", {})) + len(cm.get("binaryData", {})) == len(files)
+    for path, file in files.items():
+        key = path.replace("/", "__")
+        assert re.fullmatch(r"[-._a-zA-Z0-9]+", key)
+        if key in cm.get("binaryData", {}):
+            assert base64.b64decode(cm["binaryData"][key]) == file.read_bytes()
+        else:
+            assert cm["data"][key] == file.read_text()
+    assert not any(p.endswith("check.py") and not p.startswith("labkit/") for p in files)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_names_labels_and_clean_up_labels(name: str) -> None:
+    for label, docs in renders(name):
+        for doc in docs:
+            meta = doc["metadata"]
+            assert DNS_LABEL.match(meta["name"]) and len(meta["name"]) <= 63, meta["name"]
+            labels = meta["labels"]
+            assert labels["app.kubernetes.io/managed-by"] == "labctl"
+            assert labels[m.LABEL_LAB] == name
+            # Every object carries its run id, or is explicitly shared between runs.
+            assert (m.LABEL_RUN in labels) != (labels.get(m.LABEL_SHARED) == "true"), (label,
+                                                                                        meta)
+            for key, value in labels.items():
+                assert len(value) <= 63 and LABEL_VALUE.match(value), (key, value)
+            if doc["kind"] != "Namespace":
+                assert meta["namespace"]
+        for deploy in by_kind(docs, "Deployment").values():
+            selector = deploy["spec"]["selector"]["matchLabels"]
+            pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+            assert selector.items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_jobs_retry_as_kubernetes_allows_and_never_retry_a_config_error(name: str) -> None:
+    for label, docs in renders(name):
+        for job in by_kind(docs, "Job").values():
+            spec = job["spec"]
+            # podFailurePolicy is rejected by the API server unless restartPolicy is Never
+            # (schemas cannot see that): the Job controller does the OnFailure retries.
+            assert spec["template"]["spec"]["restartPolicy"] == "Never"
+            if "podFailurePolicy" not in spec:
+                continue
+            assert spec["backoffLimit"] == m.BACKOFF_LIMIT
+            rules = spec["podFailurePolicy"]["rules"]
+            assert {"action": "FailJob", "onExitCodes": {
+                "containerName": m.CONTAINER, "operator": "In", "values": [2]}} in rules
+            assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] ==
+                       "DisruptionTarget" for r in rules), "a deleted pod must not count"
+            names = {c["name"] for c in spec["template"]["spec"]["containers"]}
+            assert m.CONTAINER in names, label
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_pods_meet_pod_security_restricted_with_pinned_images(name: str) -> None:
+    for label, docs in renders(name):
+        for obj, spec in pod_specs(docs):
+            assert spec["securityContext"]["runAsNonRoot"] is True, obj
+            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            assert spec.get("automountServiceAccountToken") is False, obj
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False
+                assert sc["capabilities"]["drop"] == ["ALL"]
+                assert sc.get("readOnlyRootFilesystem") is True
+                image, _, tag = c["image"].rpartition(":")
+                assert image and tag and tag != "latest", (label, obj, c["image"])
+                assert c["resources"]["requests"] and c["resources"]["limits"]
+        for ns in by_kind(docs, "Namespace").values():
+            assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_gpu_only_where_the_lab_asks_for_it(name: str) -> None:
+    lab = load(name)
+    gpu = m.settings(lab).gpu
+    for job in by_kind(render(lab), "Job").values():
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        limits = container["resources"]["limits"]
+        assert (limits.get(m.GPU_RESOURCE) == "1") == gpu
+        assert (pod.get("runtimeClassName") == m.RUNTIME_CLASS) == gpu
+        assert container["image"] == (m.GPU_IMAGE if gpu else m.CPU_IMAGE)
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_pvc_is_rwx_on_the_nfs_storage_class(name: str) -> None:
+    for _, docs in renders(name):
+        for claim in by_kind(docs, "PersistentVolumeClaim").values():
+            assert claim["spec"]["storageClassName"] == m.STORAGE_CLASS
+            assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_attendee_namespace_is_used_not_created() -> None:
+    docs = render(load("09"), namespace="alice", create_namespace=False)
+    assert not by_kind(docs, "Namespace")
+    assert {d["metadata"]["namespace"] for d in docs} == {"alice"}
+    hosts = [h for c in tf_configs(docs).values() for hs in c["cluster"].values() for h in hs]
+    assert hosts and all(".alice.svc:2222" in h for h in hosts)
