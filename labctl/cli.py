@@ -335,6 +335,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     for run in runs:  # containers or cluster objects a docker/k8s run left behind
         for removed in targets.clean(run):
             print(f"labctl: removed {removed}")
+    left = rundir.reap_leftovers()
+    if left:
+        print(f"labctl: killed {len(left)} process(es) left by aborted runs")
     shutil.rmtree(target, ignore_errors=True)
     print(f"labctl: removed {len(runs)} run(s) from {shown(target)}")
     return 0

@@ -17,6 +17,15 @@ PLAIN_EVERY_S = 5.0
 _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "white")
 
 
+# TensorFlow's start-up banners, printed before its logging is configured (TF_CPP_MIN_LOG_LEVEL
+# cannot hide them): kept in the log files, left off the screen.
+_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations")
+
+
+def is_noise(text: str) -> bool:
+    return text.startswith(_NOISE[0]) or _NOISE[1] in text
+
+
 def metrics(tracker: StepTracker) -> str:
     parts = []
     if tracker.loss is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from labctl import faults, restart
-from labctl.display import Display
+from labctl.display import Display, is_noise
 from labctl.faults import KillSpec
 from labctl.progress import StepTracker, parse_progress
 from labctl.restart import RestartPolicy
@@ -278,7 +278,8 @@ class Controller:
         self.states[task].tail.append(text)
         progress = parse_progress(text)
         if progress is None:
-            self.display.line(task, text)
+            if not is_noise(text):
+                self.display.line(task, text)
             return
         self.tracker.report(task, progress, time.monotonic())
         self.display.progress(self.tracker)

@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from labctl import rundir, supervise
 from labctl.job import JobSpec, Lines, Outcome
 from labctl.labs import labs_dir
 from labctl.ports import free_ports
+from labctl.procs import RUN_ENV
 from labctl.rundir import RunDir
 from labctl.tasks import SINGLE, TaskSpec
 from labctl.tfconfig import cluster_spec, tf_config
@@ -144,10 +146,14 @@ def execute(
     tasks = [t for t in spec.tasks if t.type != SINGLE]
     ports = dict(zip(tasks, free_ports(len(tasks)), strict=True))
     cluster = cluster_spec(tasks, lambda t: f"127.0.0.1:{ports[t]}")
+    left = rundir.reap_leftovers()
+    if left:
+        print(f"labctl: killed {len(left)} process(es) left by an aborted run", file=sys.stderr)
     run = rundir.create(group)
 
     def env(task: TaskSpec) -> dict[str, str]:
-        return task_env({"TF_CONFIG": tf_config(cluster, task)} if task in ports else {})
+        marked = {RUN_ENV: str(run.path)}
+        return task_env(marked | ({"TF_CONFIG": tf_config(cluster, task)} if task in ports else {}))
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
     record = {**meta, "target": "local", "cluster": cluster}

@@ -110,6 +110,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_active(run: RunDir) -> bool:
+    meta = run.read()
+    return meta.get("status") == "running" and pid_alive(int(meta.get("launcher_pid", 0)))
+
+
+def reap_leftovers() -> list[int]:
+    """Kill processes of runs whose launcher is gone (labctl was SIGKILLed); their pids."""
+    from labctl import procs
+
+    orphans = [pid for pid, path in procs.run_processes().items()
+               if not is_active(RunDir(path))]
+    procs.kill(orphans)
+    return orphans
+
+
 def active_runs(group: str | None = None) -> list[RunDir]:
     """Runs whose launcher is still alive (status running and its pid exists)."""
     root = state_dir() / "runs"
@@ -118,7 +133,6 @@ def active_runs(group: str | None = None) -> list[RunDir]:
     for g in groups:
         for path in sorted(g.glob("*/run.json")):
             run = RunDir(path.parent)
-            meta = run.read()
-            if meta.get("status") == "running" and pid_alive(int(meta.get("launcher_pid", 0))):
+            if is_active(run):
                 found.append(run)
     return found

@@ -26,6 +26,7 @@ KINDS = {
     "Pod": ("core", "pod", True),
     "Job": ("batch", "job", True),
     "Deployment": ("apps", "deployment", True),
+    "ReplicaSet": ("apps", "replica_set", True),
     "StorageClass": ("storage", "storage_class", False),
     "RuntimeClass": ("node", "runtime_class", False),
     "Node": ("core", "node", False),

@@ -446,6 +446,10 @@ def collect(api: Api, pod: m.Manifest, into: Path, clock: Callable[[], float] = 
 
 
 # --- the whole run -----------------------------------------------------------------------------
+def note(text: str) -> None:
+    print(f"labctl: {text}", flush=True)
+
+
 def events_of(api: Api, namespace: str, pod: str) -> list[str]:
     try:
         events = api.list("Event", namespace, field_selector=f"involvedObject.name={pod}")
@@ -492,18 +496,25 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     names = m.Names(lab, plan, where)
     todo = preflight(api, lab, docs, where)
     created = create_all(api, todo)
-    record = {**meta, "target": "k8s", "api_server": api.host, "namespace": where.namespace,
+    record = {**meta, "target": "k8s", "api_server": api.host,
+              "kubeconfig": str(getattr(api, "kubeconfig", "") or ""), "namespace": where.namespace,
               "namespace_created": any(d["kind"] == "Namespace" for d in created),
               "created": [f"{d['kind']}/{d['metadata']['name']}" for d in created],
               "cluster": m.cluster(lab, plan, where)}
     run_dir.write({**record, "run_id": run_dir.run_id, "status": "starting"})
     run_sel = selector(run_dir.run_id, lab)
+    note(f"namespace {where.namespace} (`kubectl -n {where.namespace} get pods`)")
     jobs = {t: names.task(t) for t in plan.tasks} if m.settings(lab).jobs else {}
-    if not jobs:  # lab 08: its objects are the lab; the attendee works with them
-        return K8sRun(run_dir, _no_jobs(run_dir, record))
+    if not jobs:  # lab 08: its objects are the lab; the attendee goes on with kubectl
+        wait_ready(api, where.namespace, run_sel, docs, note)
+        note(f"ready in namespace {where.namespace}: "
+             + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs
+                         if d["kind"] in ("Pod", "Deployment", "Service", "Job")))
+        run_dir.write({**record, "run_id": run_dir.run_id, "status": "succeeded",
+                       "finished": rundir.iso(time.time())})
+        return K8sRun(run_dir, Outcome("succeeded", "", None, [], 0, 0.0))
     try:
-        wait_started(api, where.namespace, run_sel, list(jobs.values()),
-                     lambda text: print(f"labctl: {text}", flush=True))
+        wait_started(api, where.namespace, run_sel, list(jobs.values()), note)
     except BaseException:
         for job in jobs.values():
             api.delete("Job", job, where.namespace)
@@ -530,10 +541,48 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     return K8sRun(run_dir, outcome)
 
 
-def _no_jobs(run_dir: RunDir, record: dict[str, Any]) -> Outcome:
-    run_dir.write({**record, "run_id": run_dir.run_id, "status": "succeeded",
-                   "finished": rundir.iso(time.time())})
-    return Outcome("succeeded", "", None, [], 0, 0.0)
+def _ready(obj: m.Manifest) -> bool:
+    status = obj.get("status") or {}
+    if obj["kind"] == "Pod":
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in status.get("conditions") or [])
+    if obj["kind"] == "Deployment":
+        return (status.get("availableReplicas") or 0) >= obj["spec"].get("replicas", 1) and \
+            (status.get("observedGeneration") or 0) >= obj["metadata"].get("generation", 1)
+    result = _job_result(obj)
+    if result and result["type"] == "Failed":
+        raise ClusterError(f"Job {obj['metadata']['name']} failed: {result.get('reason')}: "
+                           f"{result.get('message', '')}")
+    return result is not None
+
+
+def wait_ready(api: Api, namespace: str, run_sel: str, docs: Sequence[m.Manifest],
+               note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until every Pod is Ready, every Deployment available and every Job complete (labs whose
+    objects are the lab, like 08); pods that cannot start fail it at once."""
+    wanted = [(d["kind"], d["metadata"]["name"]) for d in docs
+              if d["kind"] in ("Pod", "Deployment", "Job")]
+    started, said = clock(), ""
+    while True:
+        waiting = [f"{kind}/{name}" for kind, name in wanted
+                   if not _ready(api.read(kind, name, namespace) or {"kind": kind, "spec": {}})]
+        if not waiting:
+            return
+        for pod in api.list("Pod", namespace, run_sel):
+            bad = _waiting_reason(pod)
+            if bad:
+                raise ClusterError(f"pod {pod['metadata']['name']} cannot start: {bad[0]}: "
+                                   f"{bad[1]}".strip())
+        text = f"waiting for {', '.join(waiting)}"
+        if text != said:
+            note(text)
+            said = text
+        if clock() - started >= timeout_s:
+            raise ClusterError(f"not ready within {timeout_s:g} s: {', '.join(waiting)} "
+                               f"(`kubectl -n {namespace} describe` them)")
+        sleep(POLL_S)
 
 
 # --- clean -------------------------------------------------------------------------------------
@@ -547,7 +596,7 @@ def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list
     namespace, run_id, lab = meta.get("namespace"), meta.get("run_id"), meta.get("lab")
     if not namespace or not run_id:
         return []
-    api = api or Api()
+    api = api or Api(meta.get("kubeconfig") or None)
     deleted = []
     selectors = [f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab}"]
     if shared:

@@ -313,7 +313,7 @@ def container(lab: Lab, plan: LabPlan, names: Names, where: Placement,
         "command": ["python3", f"{PROGRAM_MOUNT}/{program}"],
         "args": ["--output-dir", OUTPUT_MOUNT, *args_argv(plan.args)],
         "env": env,
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": limits},
+        "resources": {"requests": {"cpu": "250m", "memory": "768Mi"}, "limits": limits},
         "securityContext": container_security(),
         "volumeMounts": [
             {"name": "programs", "mountPath": PROGRAM_MOUNT, "readOnly": True},

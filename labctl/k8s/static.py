@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import labs
+from labctl.errors import UsageError
 from labctl.k8s import manifests as m
 from labctl.k8s.yamlout import dump
 from labctl.plan import plan_lab
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         changed = sync(args.check)
-    except labs.LabError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in changed:
