@@ -34,7 +34,7 @@ def live_ps(run: Run) -> list[str]:
 
     namespace, run_id = run.meta.get("namespace"), run.meta.get("run_id")
     try:
-        api = Api()
+        api = Api(run.meta.get("kubeconfig") or None)
         if api.read("Namespace", namespace) is not None:
             pods = api.list("Pod", namespace, f"{m.LABEL_RUN}={run_id},"
                             "app.kubernetes.io/component=ps")

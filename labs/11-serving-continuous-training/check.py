@@ -105,7 +105,7 @@ def check(run: Run) -> str:
 
     namespace, version = meta["namespace"], int(results["version"])
     try:
-        api = Api()
+        api = Api(run.meta.get("kubeconfig") or None)
 
         def transport(path: str, body: dict[str, Any] | None) -> dict[str, Any]:
             return api.proxy(namespace, SERVICE, PORT, path, body)

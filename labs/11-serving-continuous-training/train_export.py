@@ -12,6 +12,7 @@ the check to compare with the server's answers.
 
 import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
 from labkit import cli, report
+from labkit.cluster import config_error
 
 args = cli.parse(__doc__, steps=600)
 
@@ -54,7 +55,7 @@ class Digits(tf.Module):
 
 dataset = data.load(args.dataset)
 if dataset.features != 64:
-    cli.config_error("the served model takes 8x8 digits: use --dataset digits")
+    config_error("the served model takes 8x8 digits: use --dataset digits")
 net = Digits(dataset.features)
 if versions:  # continuous training: go on from the newest version
     previous = tf.saved_model.load(str(base / str(versions[-1])))

@@ -1,0 +1,178 @@
+"""labctl.k8s.api with the real `kubernetes` client against a small fake API server over HTTP:
+the requests labctl sends (paths, bodies, selectors, delete propagation, log following, the
+service proxy) and the one-line errors it makes of refusals. The server is a mock: it answers
+what these tests script, nothing more."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from labctl.k8s import api as k8s_api
+from labctl.k8s.api import Api, ClusterError, Conflict, Forbidden
+
+VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.1", "gitCommit": "x",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
+           "compiler": "gc", "platform": "linux/amd64"}
+JOB = {"apiVersion": "batch/v1", "kind": "Job",
+       "metadata": {"name": "async-worker-0", "namespace": "ns", "labels": {"a": "b"}},
+       "spec": {"backoffLimit": 3, "template": {"spec": {
+           "restartPolicy": "Never", "containers": [{"name": "tensorflow", "image": "i:1"}]}}}}
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class FakeApiServer:
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], tuple[int, Any]] = {("GET", "/version/"): (200, VERSION)}
+        self.requests: list[tuple[str, str, dict[str, list[str]], Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                url = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                server.requests.append((self.command, url.path, parse_qs(url.query), body))
+                code, reply = server.routes.get((self.command, url.path),
+                                                (404, status(404, "NotFound", "not found")))
+                if reply == "echo":
+                    reply = body
+                data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
+                self.send_response(code)
+                kind = "text/plain" if isinstance(reply, str) else "application/json"
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
+users: [{{name: u, user: {{token: not-a-secret}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    return path
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[FakeApiServer, Api]]:
+    fake = FakeApiServer()
+    yield fake, Api(str(kubeconfig(tmp_path / "kubeconfig", fake.url)))
+    fake.httpd.shutdown()
+
+
+def test_version_and_create_send_the_manifest_unchanged(server) -> None:
+    fake, api = server
+    fake.routes[("POST", "/apis/batch/v1/namespaces/ns/jobs")] = (201, "echo")
+    fake.routes[("POST", "/api/v1/namespaces")] = (201, "echo")
+    assert api.version() == "v1.37.1"
+    api.create(JOB)
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
+    method, path, _, body = fake.requests[1]
+    assert (method, path, body) == ("POST", "/apis/batch/v1/namespaces/ns/jobs", JOB)
+    assert fake.requests[2][1] == "/api/v1/namespaces"
+
+
+def test_read_of_a_missing_object_is_none(server) -> None:
+    _, api = server
+    assert api.read("Job", "nope", "ns") is None
+
+
+def test_delete_propagates_to_the_pods(server) -> None:
+    fake, api = server
+    fake.routes[("DELETE", "/apis/batch/v1/namespaces/ns/jobs/j")] = (
+        200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+    assert api.delete("Job", "j", "ns") is True
+    assert fake.requests[-1][3] == {"propagationPolicy": "Background"}
+    assert api.delete("Job", "gone", "ns") is False
+
+
+def test_list_sends_the_label_selector_and_returns_plain_dicts(server) -> None:
+    fake, api = server
+    fake.routes[("GET", "/apis/batch/v1/namespaces/ns/jobs")] = (
+        200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": [JOB]})
+    items = api.list("Job", "ns", "labctl/run-id=r1")
+    assert items == [JOB]
+    assert fake.requests[-1][2]["labelSelector"] == ["labctl/run-id=r1"]
+
+
+@pytest.mark.parametrize(("code", "error", "text"), [
+    (403, Forbidden, "RBAC: not allowed to create jobs (async-worker-0) in namespace ns (403 "
+                     "Forbidden): ask the cluster admin"),
+    (409, Conflict, "conflict: create jobs (async-worker-0) in namespace ns: already exists"),
+    (401, ClusterError, "rejected the credentials in"),
+    (500, ClusterError, "cannot create jobs (async-worker-0) in namespace ns: 500 boom"),
+])
+def test_refusals_are_one_line_errors(server, code: int, error: type, text: str) -> None:
+    fake, api = server
+    message = "already exists" if code == 409 else "boom"
+    fake.routes[("POST", "/apis/batch/v1/namespaces/ns/jobs")] = (code, status(code, "X", message))
+    with pytest.raises(error) as caught:
+        api.create(JOB)
+    assert text in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the test talks to it
+    api = Api(str(kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{port}")))
+    with pytest.raises(ClusterError, match=rf"cannot reach the Kubernetes API at "
+                                           rf"http://127.0.0.1:{port} .*is the cluster up"):
+        api.version()
+
+
+def test_no_kubeconfig_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setattr(k8s_api, "REPO", tmp_path)
+    with pytest.raises(ClusterError, match="no kubeconfig found: `vagrant up` writes"):
+        Api()
+    with pytest.raises(ClusterError, match="kubeconfig /nope does not exist"):
+        Api("/nope")
+
+
+def test_pod_logs_are_followed_line_by_line(server) -> None:
+    fake, api = server
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = (200, "one\nPROGRESS step=2\n")
+    assert list(api.log_lines("p", "ns", "tensorflow")) == ["one", "PROGRESS step=2"]
+    query = fake.requests[-1][2]
+    assert query["follow"] == ["true"] and query["container"] == ["tensorflow"]
+
+
+def test_service_proxy_posts_json_and_maps_rbac(server) -> None:
+    fake, api = server
+    path = "/api/v1/namespaces/ns/services/digits-serving:8501/proxy/v1/models/digits:predict"
+    fake.routes[("POST", path)] = (200, {"predictions": [{"digit": 3}]})
+    assert api.proxy("ns", "digits-serving", 8501, "v1/models/digits:predict",
+                     {"instances": [[0.0]]}) == {"predictions": [{"digit": 3}]}
+    assert fake.requests[-1][3] == {"instances": [[0.0]]}
+    status_path = "/api/v1/namespaces/ns/services/digits-serving:8501/proxy/v1/models/digits"
+    fake.routes[("GET", status_path)] = (403, status(403, "Forbidden", "no"))
+    with pytest.raises(Forbidden, match="services/proxy"):
+        api.proxy("ns", "digits-serving", 8501, "v1/models/digits")
