@@ -1,0 +1,75 @@
+"""containerd: the runtime kubelet talks to, with systemd cgroups and the pinned sandbox image."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import require_group
+
+DEFAULTS = Path(__file__).resolve().parents[2] / "roles" / "containerd" / "defaults" / "main.yml"
+
+
+@pytest.fixture(autouse=True)
+def _k8s_node(host_vars: dict[str, Any]) -> None:
+    require_group(host_vars, "k8s_cluster")
+
+
+def containerd_version(host: Any) -> tuple[int, int]:
+    out = host.check_output("containerd --version")
+    match = re.search(r"\sv?(\d+)\.(\d+)\.\d+", out)
+    assert match, f"cannot read a version from {out!r}"
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_service_running_and_enabled(host: Any) -> None:
+    service = host.service("containerd")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_daemon_answers(host: Any) -> None:
+    out = host.run("ctr version")
+    assert out.rc == 0, out.stderr
+    assert "Server:" in out.stdout
+
+
+def test_config_matches_the_installed_version(host: Any, host_vars: dict[str, Any]) -> None:
+    major, _ = containerd_version(host)
+    config = tomllib.loads(host.file("/etc/containerd/config.toml").content_string)
+    plugins = config["plugins"]
+    defaults = yaml.safe_load(DEFAULTS.read_text())
+    minor = ".".join(str(host_vars["kube_version"]).split(".")[:2])
+    pause = f"{defaults['containerd_pause_registry']}/pause:{defaults['containerd_pause_versions'][minor]}"
+    if major >= 2:
+        assert config["version"] == 3
+        runtime = plugins["io.containerd.cri.v1.runtime"]
+        sandbox = plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"]
+    else:
+        assert config["version"] == 2
+        runtime = plugins["io.containerd.grpc.v1.cri"]
+        sandbox = runtime["sandbox_image"]
+    runc = runtime["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"]["SystemdCgroup"] is True
+    assert sandbox == pause
+
+
+def test_runc_and_cni_plugins_are_installed(host: Any) -> None:
+    assert host.run("runc --version").rc == 0
+    for plugin in ("bridge", "host-local", "loopback", "portmap"):
+        path = host.file(f"/opt/cni/bin/{plugin}")
+        assert path.exists, f"CNI plugin {plugin} missing from /opt/cni/bin"
+        assert host.file(path.linked_to if path.is_symlink else path.path).mode & 0o111
+
+
+def test_crictl_reaches_containerd(host: Any) -> None:
+    if not host.exists("crictl"):
+        pytest.skip("crictl (cri-tools, installed with kubeadm) is not on this node yet")
+    info = host.run("crictl info")
+    assert info.rc == 0, info.stderr
+    assert '"SystemdCgroup": true' in info.stdout
