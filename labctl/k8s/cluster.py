@@ -42,7 +42,6 @@ START_TIMEOUT_S = 600.0  # first pull of the TensorFlow image on a fresh node ta
 UNSCHEDULABLE_S = 60.0  # how long a pod may wait for room before the run gives up
 COLLECT_TIMEOUT_S = 180.0
 COLLECT_MAX_FILE = 2 * 1024 * 1024  # files larger than this stay on the volume
-EXIT_DELETED = 137  # a pod deleted before its container reported an exit code
 STOPPED = -15  # a Job that labctl deleted (as a SIGTERM'd local task)
 BAD_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
                "CreateContainerConfigError", "RunContainerError"}
@@ -77,8 +76,8 @@ def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement
         except Forbidden:
             found = {}  # an attendee may not read cluster-scoped objects; the PVC will tell
         if found is None:
-            raise ClusterError(f"the cluster has no StorageClass {m.STORAGE_CLASS}: run the "
-                               "nfs_provisioner role (playbooks/site.yml) first")
+            raise ClusterError(f"the cluster has no StorageClass {m.STORAGE_CLASS}: provision "
+                               "it with playbooks/storage.yml (nfs_server, nfs_provisioner)")
     if m.settings(lab).gpu:
         capacity = gpu_capacity(api)
         if capacity == 0:
@@ -89,7 +88,8 @@ def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement
         except Forbidden:
             runtime = {}
         if runtime is None:
-            raise ClusterError(f"no RuntimeClass {m.RUNTIME_CLASS}: run the nvidia_gpu role")
+            raise ClusterError(f"no RuntimeClass {m.RUNTIME_CLASS}: provision the GPU nodes "
+                               "with playbooks/gpu.yml (nvidia_gpu role)")
     if not where.create_namespace and api.read("Namespace", where.namespace) is None:
         raise ClusterError(f"namespace {where.namespace} does not exist: create it "
                            f"(`kubectl create namespace {where.namespace}`) or drop --namespace")
@@ -104,12 +104,12 @@ def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement
         if meta["labels"].get(m.LABEL_SHARED) == "true" and labels.get(m.LABEL_SHARED) == "true" \
                 and labels.get(m.LABEL_LAB) == lab.name:
             continue  # made by an earlier run of this lab for its next runs
-        owner = labels.get(m.LABEL_RUN)
-        by = f" (made by {labels.get(m.LABEL_LAB)} run {owner})" if owner else ""
+        owner, owner_lab = labels.get(m.LABEL_RUN), labels.get(m.LABEL_LAB)
         where_text = f" in namespace {meta['namespace']}" if meta.get("namespace") else ""
+        fix = (f"(made by {owner_lab} run {owner}): `labctl clean {owner_lab[:2]}`"
+               if owner and owner_lab else "(not made by labctl): delete it")
         raise ClusterError(f"name clash: {doc['kind']} {meta['name']} already exists"
-                           f"{where_text}{by}: `labctl clean` that run, or use another "
-                           "--namespace")
+                           f"{where_text} {fix}, or use another --namespace")
     return todo
 
 
@@ -506,7 +506,11 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     note(f"namespace {where.namespace} (`kubectl -n {where.namespace} get pods`)")
     jobs = {t: names.task(t) for t in plan.tasks} if m.settings(lab).jobs else {}
     if not jobs:  # lab 08: its objects are the lab; the attendee goes on with kubectl
-        wait_ready(api, where.namespace, run_sel, docs, note)
+        try:
+            wait_ready(api, where.namespace, run_sel, docs, note)
+        except BaseException:
+            rollback(api, created)
+            raise
         note(f"ready in namespace {where.namespace}: "
              + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs
                          if d["kind"] in ("Pod", "Deployment", "Service", "Job")))
@@ -516,8 +520,7 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     try:
         wait_started(api, where.namespace, run_sel, list(jobs.values()), note)
     except BaseException:
-        for job in jobs.values():
-            api.delete("Job", job, where.namespace)
+        rollback(api, created)  # pods that cannot start: the error says why, nothing stays
         raise
     # The Job retries pods itself (backoffLimit); the controller must not start a task twice.
     k8s_spec = dataclasses.replace(spec, policy=RestartPolicy(max_restarts=0))

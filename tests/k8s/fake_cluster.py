@@ -35,6 +35,7 @@ class Attempt:
     files: dict[str, str] = field(default_factory=dict)
     every_s: float = 0.02
     forever: bool = False  # a server that only ends when deleted
+    waiting: str | None = None  # stays Pending with this reason (e.g. ImagePullBackOff)
 
 
 def _now() -> str:
@@ -190,7 +191,7 @@ class FakeApi:
         failures = 0
         while True:
             attempt = attempts.pop(0) if len(attempts) > 1 else attempts[0]
-            pod = self._start_pod(job)
+            pod = self._start_pod(job, attempt)
             code = self._run_pod(pod, attempt)
             with self.lock:
                 if self._key("Job", meta["name"], meta["namespace"]) not in self.objects:
@@ -212,7 +213,7 @@ class FakeApi:
                         "message": "Job has reached the specified backoff limit"}]
                     return
 
-    def _start_pod(self, job: dict[str, Any]) -> dict[str, Any]:
+    def _start_pod(self, job: dict[str, Any], attempt: Attempt) -> dict[str, Any]:
         meta = job["metadata"]
         labels = dict(job["spec"]["template"]["metadata"]["labels"])
         labels["batch.kubernetes.io/job-name"] = meta["name"]
@@ -223,11 +224,17 @@ class FakeApi:
                 "spec": {"nodeName": "node-1"},
                 "status": {"phase": "Running", "containerStatuses": [
                     {"name": "tensorflow", "state": {"running": {}}, "restartCount": 0}]}})
+            if attempt.waiting:
+                pod["status"] = {"phase": "Pending", "containerStatuses": [{
+                    "name": "tensorflow", "state": {"waiting": {
+                        "reason": attempt.waiting, "message": "pull access denied"}}}]}
             self.logs[name] = []
         return pod
 
     def _run_pod(self, pod: dict[str, Any], attempt: Attempt) -> int | None:
         name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        while attempt.waiting and not pod.get("deleted"):
+            time.sleep(0.01)
         for line in attempt.lines:
             if pod.get("deleted"):
                 return None

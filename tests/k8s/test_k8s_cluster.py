@@ -106,7 +106,8 @@ def test_unreachable_cluster_fails_before_anything_exists(fake_labs: Path) -> No
 
 def test_missing_storage_class_is_one_clear_error_and_creates_nothing(fake_labs: Path) -> None:
     api = FakeApi(storage_classes=())
-    with pytest.raises(ClusterError, match="no StorageClass nfs-client: run the nfs_provis"):
+    with pytest.raises(ClusterError, match=r"no StorageClass nfs-client: provision it with "
+                                           r"playbooks/storage\.yml"):
         run_lab(api)
     assert api.made("create") == []
     assert rundir.latest("04-fake-async").read()["status"] == "failed"
@@ -136,7 +137,7 @@ def test_name_clash_in_an_attendee_namespace_creates_nothing(fake_labs: Path) ->
     before = len(api.made("create"))
     with pytest.raises(ClusterError, match=r"name clash: Service fake-async-ps-0 already exists "
                                            r"in namespace alice \(made by 04-fake-async run "
-                                           r"earlier\)"):
+                                           r"earlier\): `labctl clean 04`"):
         run_lab(api, namespace="alice")
     assert len(api.made("create")) == before
 
@@ -153,6 +154,17 @@ def test_rbac_refusal_rolls_back_everything_created(fake_labs: Path) -> None:
     created = api.made("create")
     assert created and api.made("delete") == list(reversed(created))
     assert api.list("Namespace") == []
+
+
+def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-1": [Attempt(waiting="ImagePullBackOff")]}))
+    with pytest.raises(ClusterError, match=r"pod fake-async-worker-1-\d+ cannot start: "
+                                           r"ImagePullBackOff: pull access denied"):
+        run_lab(api)
+    assert api.made("delete")[-1].startswith("Namespace/tf-04-")
+    assert api.list("Namespace") == [] and api.list("Job") == []
+    assert rundir.latest("04-fake-async").read()["status"] == "failed"
 
 
 def test_a_failing_task_fails_the_run_after_the_jobs_backoff(fake_labs: Path) -> None:
