@@ -58,7 +58,9 @@ class JobSpec:
     timeout_s: float | None  # fail when the whole job takes longer
     kills: list[KillSpec] = field(default_factory=list)
     total_steps: int | None = None
-    after_success_grace_s: float = 10.0  # done-queue safety net
+    # done-queue safety net: how long after success (or after the last restart, which needs
+    # time to start TensorFlow) the other tasks may take to end by themselves
+    after_success_grace_s: float = 20.0
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Controller:
         self.tracker = StepTracker(self.started)
         self.succeeded_at: float | None = None
         self.stop_sent_at: float | None = None
+        self.last_start = self.started
 
     # --- bookkeeping -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -148,11 +151,14 @@ class Controller:
     def _start(self, state: TaskState) -> None:
         state.handle = self.backend.start(state.spec, self.lines)
         state.status = "running"
+        self.last_start = time.monotonic()
 
     def _on_exit(self, state: TaskState, code: int) -> None:
         state.exit_code, state.handle = code, None
         how = restart.describe_exit(code)
-        if self.succeeded_at is not None:
+        if self.succeeded_at is not None and (
+            self.spec.shutdown == "launcher" or self.stop_sent_at is not None
+        ):  # being stopped by the launcher
             state.status = "succeeded" if code == 0 else "stopped"
             return
         if code == 0:
@@ -161,7 +167,7 @@ class Controller:
                 self.succeeded_at = time.monotonic()
                 self._note(None, f"{state.spec.name} succeeded: the job is done")
             return
-        if code == restart.EXIT_CONFIG_ERROR:
+        if code == restart.EXIT_CONFIG_ERROR and self.succeeded_at is None:
             state.status = "failed"
             raise JobFailed(f"{state.spec.name} exited 2 (configuration error)", state)
         decision = restart.decide(self.spec.policy, code, state.restarts)
@@ -220,9 +226,15 @@ class Controller:
             raise JobFailed(f"timed out after {self.spec.timeout_s:g} s; still running: {running}")
 
     def _after_success(self, now: float) -> None:
-        """Stop what is left: at once ("launcher"), or after a grace period ("done-queue",
-        where tasks end by themselves); SIGKILL whatever ignores SIGTERM."""
+        """Stop what is left: at once ("launcher"), or once the others had time to end by
+        themselves ("done-queue": they may still restart and finish); SIGKILL what ignores
+        SIGTERM."""
         assert self.succeeded_at is not None
+        done_queue = self.spec.shutdown == "done-queue"
+        if done_queue and self.stop_sent_at is None:
+            self._restart_due(now)
+            if now - max(self.succeeded_at, self.last_start) < self.spec.after_success_grace_s:
+                return
         for state in self.states.values():
             if state.status == "backoff":
                 state.status = "stopped"
@@ -236,14 +248,11 @@ class Controller:
                     state.handle.kill()  # type: ignore[union-attr]
                 self.stop_sent_at = now  # once per grace period
             return
-        if self.spec.shutdown == "done-queue":
-            if now - self.succeeded_at < self.spec.after_success_grace_s:
-                return
-            for state in running:
+        for state in running:
+            if done_queue:
                 self._note(state.spec, f"{state.spec.name} still running "
                                        f"{self.spec.after_success_grace_s:g} s after success: "
                                        "terminating it")
-        for state in running:
             state.handle.terminate()  # type: ignore[union-attr]
         self.stop_sent_at = now
 

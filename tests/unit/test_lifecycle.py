@@ -190,3 +190,13 @@ def test_launch_any_program(labctl, state: Path, tmp_path: Path) -> None:
     assert meta["success"] == "chief:0" and meta["status"] == "succeeded"
     assert set(meta["cluster"]) == {"chief", "ps", "worker"}
     assert "chief:0 | chief:0 starting" in proc.stdout
+
+
+def test_done_queue_tasks_end_by_themselves_and_restart_after_success(labctl, state) -> None:
+    """worker:1 fails late, so it restarts after worker:0 succeeded; the ps waits for it."""
+    proc = labctl("run", "05", env={"FAKE_FAIL_ONCE": "worker:1", "FAKE_FAIL_AT": "190"})
+    assert proc.returncode == 0, proc.stderr
+    assert "terminating" not in proc.stdout
+    tasks = tasks_by_name(run_json(state, "05-queue"))
+    assert tasks["worker:1"] == {**tasks["worker:1"], "status": "succeeded", "restarts": 1}
+    assert tasks["ps:0"]["exit_code"] == 0 and tasks["ps:0"]["status"] == "succeeded"

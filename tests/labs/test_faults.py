@@ -1,0 +1,90 @@
+"""Fault injection on real TensorFlow clusters (labs 04 and 05, and `labctl launch`): a killed
+task is restarted and the run completes; with restarts off, the stall watchdog ends the run.
+After every run, no process of it is left. One TF cluster at a time (a 2-core machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labctl import procs
+
+pytestmark = [pytest.mark.labs, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TF_FIXTURE = REPO / "tests" / "unit" / "fixtures" / "tf_cluster.py"
+
+
+def labctl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
+    env.pop("LABCTL_LABS_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "labctl", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+    left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]
+    assert left == [], f"labctl {' '.join(args)} left processes {left}"
+    return proc
+
+
+def latest(state: Path, group: str) -> dict[str, Any]:
+    (run,) = (state / "runs").glob(f"{group}*/latest")
+    return json.loads((run / "run.json").read_text())
+
+
+def task(meta: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(t for t in meta["tasks"] if t["name"] == name)
+
+
+def test_killed_worker_in_async_training_is_restarted_and_accuracy_holds(tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "run", "04", "--kill", "worker:1@300", "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "PASS: test accuracy" in proc.stdout
+    meta = latest(tmp_path, "04-")
+    assert [k["task"] for k in meta["kills"]] == ["worker:1"]
+    assert task(meta, "worker:1")["restarts"] == 1
+    assert meta["status"] == "succeeded"
+
+
+def test_killed_ps_in_async_training_recovers(tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "run", "04", "--kill", "ps:0@300", "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    meta = latest(tmp_path, "04-")
+    assert [(k["task"], k["step"]) for k in meta["kills"]] == [("ps:0", 300)]
+    assert task(meta, "ps:0")["restarts"] == 1
+    assert meta["global_step"] >= 1000
+
+
+def test_killed_worker_in_sync_training_is_restarted(tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "run", "05", "--kill", "worker:1@200")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    meta = latest(tmp_path, "05-")
+    assert task(meta, "worker:1")["restarts"] == 1 and meta["status"] == "succeeded"
+
+
+def test_sync_training_without_restarts_is_ended_by_the_watchdog(tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "run", "05", "--kill", "worker:1@200", "--max-restarts", "0",
+                  "--stall-timeout", "20")
+    assert proc.returncode == 1
+    assert "stalled: global step stuck at" in proc.stderr and "for 20 s" in proc.stderr
+    assert "worker:1 (failed)" in proc.stderr  # the dead worker is named
+    assert "Traceback" not in proc.stderr.split("last lines of")[0]
+    meta = latest(tmp_path, "05-")
+    assert meta["status"] == "failed" and task(meta, "worker:1")["restarts"] == 0
+    # the watchdog fired within its timeout (plus one poll and the stop) after the kill
+    assert meta["wall_time_s"] - meta["kills"][0]["at_s"] < 20 + 10
+
+
+def test_launch_runs_any_tf_config_program(tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "launch", "--ps", "1", "--workers", "2", "--kill", "worker:1@60",
+                  "--stall-timeout", "60", "--", "python", str(TF_FIXTURE), "--steps", "200")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "worker:0 | worker:0 done at step 200" in proc.stdout
+    meta = latest(tmp_path, "launch")
+    assert meta["success"] == "worker:0" and meta["global_step"] >= 200
+    assert task(meta, "worker:1")["restarts"] == 1
+    assert task(meta, "ps:0")["status"] == "stopped"  # the launcher ends the ps (SIGTERM)
