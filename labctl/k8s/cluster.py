@@ -151,46 +151,55 @@ def _unschedulable(pod: m.Manifest) -> str | None:
     return None
 
 
-def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
-                 note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Until each Job has a pod past Pending (or has finished). Fails fast on pods that cannot
-    pull their image or find room."""
-    started = clock()
-    pending_since: dict[str, float] = {}
-    said = ""
-    while True:
-        pods = api.list("Pod", namespace, run_sel)
-        finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
-                    if _job_result(j)}
-        waiting = []
-        for job in jobs:
-            mine = [p for p in pods if _job_of(p) == job]
-            if job in finished or any(p.get("status", {}).get("phase") not in (None, "Pending")
-                                      for p in mine):
-                continue
-            waiting.append(job)
-            for pod in mine:
-                name = pod["metadata"]["name"]
-                bad = _waiting_reason(pod)
-                if bad:
-                    raise ClusterError(f"pod {name} cannot start: {bad[0]}: {bad[1]}".strip())
-                if _unschedulable(pod):
-                    since = pending_since.setdefault(name, clock())
-                    if clock() - since >= UNSCHEDULABLE_S:
-                        raise ClusterError(f"pod {name} cannot be scheduled: "
-                                           f"{_unschedulable(pod)}")
-        if not waiting:
-            return
-        text = f"waiting for pods to start (pulling images on first use): {', '.join(waiting)}"
+def _hopeless(pods: Sequence[m.Manifest], pending_since: dict[str, float],
+              clock: Callable[[], float]) -> None:
+    """Fail at once on a pod that cannot pull its image or start its container, and on one
+    that found no node for UNSCHEDULABLE_S."""
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        bad = _waiting_reason(pod)
+        if bad:
+            raise ClusterError(f"pod {name} cannot start: {bad[0]}: {bad[1]}".strip())
+        reason = _unschedulable(pod)
+        if reason and clock() - pending_since.setdefault(name, clock()) >= UNSCHEDULABLE_S:
+            raise ClusterError(f"pod {name} cannot be scheduled: {reason}")
+
+
+def wait_until(pending: Callable[[], list[str]], what: str, namespace: str,
+               note: Callable[[str], None], timeout_s: float, clock: Callable[[], float],
+               sleep: Callable[[float], None]) -> None:
+    """Poll `pending()` (the names still waiting; it raises when waiting is hopeless) until it
+    is empty; say what is awaited when that changes; give up after `timeout_s`."""
+    started, said = clock(), ""
+    while waiting := pending():
+        text = f"waiting for {what}: {', '.join(waiting)}"
         if text != said:
             note(text)
             said = text
         if clock() - started >= timeout_s:
-            raise ClusterError(f"pods did not start within {timeout_s:g} s: {', '.join(waiting)}"
-                               f" (`kubectl -n {namespace} describe pod` shows why)")
+            raise ClusterError(f"{', '.join(waiting)} not ready within {timeout_s:g} s "
+                               f"(`kubectl -n {namespace} describe pods` shows why)")
         sleep(POLL_S)
+
+
+def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
+                 note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until each Job has a pod past Pending (or has finished)."""
+    pending_since: dict[str, float] = {}
+
+    def pending() -> list[str]:
+        pods = api.list("Pod", namespace, run_sel)
+        _hopeless(pods, pending_since, clock)
+        finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
+                    if _job_result(j)}
+        return [job for job in jobs if job not in finished and not any(
+            p.get("status", {}).get("phase") not in (None, "Pending")
+            for p in pods if _job_of(p) == job)]
+
+    wait_until(pending, "pods to start (pulling images on first use)", namespace, note,
+               timeout_s, clock, sleep)
 
 
 # --- 4. the backend: a task is a Job, its output the logs of the Job's pods ---------------------
@@ -564,28 +573,17 @@ def wait_ready(api: Api, namespace: str, run_sel: str, docs: Sequence[m.Manifest
                clock: Callable[[], float] = time.monotonic,
                sleep: Callable[[float], None] = time.sleep) -> None:
     """Until every Pod is Ready, every Deployment available and every Job complete (labs whose
-    objects are the lab, like 08); pods that cannot start fail it at once."""
+    objects are the lab, like 08)."""
     wanted = [(d["kind"], d["metadata"]["name"]) for d in docs
               if d["kind"] in ("Pod", "Deployment", "Job")]
-    started, said = clock(), ""
-    while True:
-        waiting = [f"{kind}/{name}" for kind, name in wanted
-                   if not _ready(api.read(kind, name, namespace) or {"kind": kind, "spec": {}})]
-        if not waiting:
-            return
-        for pod in api.list("Pod", namespace, run_sel):
-            bad = _waiting_reason(pod)
-            if bad:
-                raise ClusterError(f"pod {pod['metadata']['name']} cannot start: {bad[0]}: "
-                                   f"{bad[1]}".strip())
-        text = f"waiting for {', '.join(waiting)}"
-        if text != said:
-            note(text)
-            said = text
-        if clock() - started >= timeout_s:
-            raise ClusterError(f"not ready within {timeout_s:g} s: {', '.join(waiting)} "
-                               f"(`kubectl -n {namespace} describe` them)")
-        sleep(POLL_S)
+    pending_since: dict[str, float] = {}
+
+    def pending() -> list[str]:
+        _hopeless(api.list("Pod", namespace, run_sel), pending_since, clock)
+        return [f"{kind}/{name}" for kind, name in wanted
+                if not _ready(api.read(kind, name, namespace) or {"kind": kind, "spec": {}})]
+
+    wait_until(pending, "the lab's objects", namespace, note, timeout_s, clock, sleep)
 
 
 # --- clean -------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """A lab's hand-written manifests ([k8s] extra), stamped into a run like the generated ones.
 
 They are YAML with a few `${...}` fields filled per run — `${namespace}`, `${configmap}`,
-`${volume}`, `${image}`, `${run}` — then get the run's namespace and labels, so `labctl clean`
-finds them. An object labelled `labctl/shared: "true"` in its file outlives the run (lab 11's
-model server). A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
+`${volume}`, `${image}`, `${run}` — then get the run's namespace and labels (their pod templates
+too, so a run sees their pods), so `labctl clean` finds them. An object labelled
+`labctl/shared: "true"` in its file outlives the run (lab 11's model server). A configMap volume
+of the run's ConfigMap gets its items (keys cannot hold '/').
 """
 
 from __future__ import annotations
@@ -47,8 +48,14 @@ def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manif
             own = meta.get("labels", {})
             shared = own.get(m.LABEL_SHARED) == "true"
             component = own.get("app.kubernetes.io/component", obj["kind"].lower())
-            meta["labels"] = {**m.labels(lab, where, component, shared=shared), **own}
+            stamp = m.labels(lab, where, component, shared=shared)
+            meta["labels"] = {**stamp, **own}
             meta["namespace"] = names.namespace
+            template = obj.get("spec", {}).get("template")
+            if template is not None:  # their pods too, so a run finds and reports them
+                tmeta = template.setdefault("metadata", {})
+                ours = {k: v for k, v in stamp.items() if k.startswith("labctl/")}
+                tmeta["labels"] = {**ours, **tmeta.get("labels", {})}
             for spec in _pod_specs(obj):
                 for volume in spec.get("volumes", []):
                     cm = volume.get("configMap")
