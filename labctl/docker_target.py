@@ -92,22 +92,30 @@ def write_configmap(configmap: m.Manifest, volume: m.Manifest, into: Path) -> No
         path.chmod(0o444)
 
 
-def pod_runs(docs: Sequence[m.Manifest], run: RunDir, image: str) -> list[PodRun]:
-    """Translate the render's Jobs; refuse what one Docker host cannot honour."""
-    by_kind: dict[str, dict[str, m.Manifest]] = {}
-    for doc in docs:
-        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
-    unsupported = set(by_kind) - {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Service",
-                                  "Job"}
+def refuse_unsupported(docs: Sequence[m.Manifest]) -> None:
+    """What one Docker host cannot honour: objects beyond TF jobs, GPUs."""
+    unsupported = {d["kind"] for d in docs} - {"Namespace", "ConfigMap", "PersistentVolumeClaim",
+                                                "Service", "Job"}
     if unsupported:
         raise DockerError(f"the docker target runs TF jobs only; this lab also needs "
                           f"{', '.join(sorted(unsupported))}: use --target k8s")
+    for job in (d for d in docs if d["kind"] == "Job"):
+        pod = job["spec"]["template"]["spec"]
+        if pod.get("runtimeClassName") or any(m.GPU_RESOURCE in c["resources"]["limits"]
+                                              for c in pod["containers"]):
+            raise DockerError("this lab needs a GPU (nvidia.com/gpu): use --target k8s")
+
+
+def pod_runs(docs: Sequence[m.Manifest], run: RunDir, image: str) -> list[PodRun]:
+    """Translate the render's Jobs into `docker run` options."""
+    refuse_unsupported(docs)
+    by_kind: dict[str, dict[str, m.Manifest]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
     runs = []
     for name, job in by_kind.get("Job", {}).items():
         pod = job["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        if pod.get("runtimeClassName") or m.GPU_RESOURCE in container["resources"]["limits"]:
-            raise DockerError("this lab needs a GPU (nvidia.com/gpu): use --target k8s")
         labels = job["metadata"]["labels"]
         task_labels = {k: v for k, v in labels.items() if k.startswith("labctl/")}
         argv = ["--init", "--rm"]
@@ -226,6 +234,7 @@ def start(run: RunDir, docs: Sequence[m.Manifest], image: str) -> tuple[DockerBa
 def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: bool,
         image: str = IMAGE) -> tuple[RunDir, Outcome]:
     """Run the lab's rendered pods as containers; containers and network go on every exit."""
+    refuse_unsupported(m.render(lab, plan, m.Placement()))  # before a run dir exists
     preflight(image)
     run_dir = rundir.create(lab.name)
     where = m.Placement(run_id=run_dir.run_id)

@@ -73,6 +73,17 @@ def _message(exc: Any) -> str:
         return str(getattr(exc, "reason", exc))
 
 
+NETWORK_REASONS = ("connection refused", "timed out", "no route to host",
+                   "name or service not known", "temporary failure in name resolution",
+                   "certificate verify failed")
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The gist of a urllib3/socket error, not its page-long repr."""
+    text = " ".join(str(getattr(exc, "reason", None) or exc).split())
+    return next((r for r in NETWORK_REASONS if r in text.lower()), text[:120])
+
+
 def _what(verb: str, kind: str, name: str | None, namespace: str | None) -> str:
     what = f"{verb} {PLURAL.get(kind, kind.lower() + 's')}"
     if name:
@@ -136,9 +147,9 @@ class Api:
                                f"{exc.error_count()} field error(s); is it a Kubernetes API "
                                "server of a supported version?") from None
         except (HTTPError, OSError) as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} ({reason}): is "
-                               "the cluster up (`vagrant up`)?") from None
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} "
+                               f"({_network_reason(exc)}): is the cluster up (`vagrant up`)?")\
+                from None
 
     def _fn(self, verb: str, kind: str, namespaced_call: bool) -> Any:
         group, snake, namespaced = KINDS[kind]

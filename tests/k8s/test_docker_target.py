@@ -19,7 +19,9 @@ import pytest
 from k8s_support import by_kind, load, render
 
 from labctl import docker_target as dt
+from labctl import rundir
 from labctl.k8s import manifests as m
+from labctl.plan import plan_lab
 from labctl.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +70,11 @@ def test_gpu_and_cluster_only_objects_are_refused(fake_labs: Path, tmp_path: Pat
         dt.pod_runs(render(load("10")), run, "img")
     with pytest.raises(dt.DockerError, match=r"TF jobs only.*Deployment"):
         dt.pod_runs([{"kind": "Deployment", "metadata": {"name": "x"}}], run, "img")
+    # Refused before a run directory exists.
+    lab = load("10")
+    with pytest.raises(dt.DockerError, match="needs a GPU"):
+        dt.run(lab, plan_lab(lab, {}, {}, []), None, {}, quiet=True)  # type: ignore[arg-type]
+    assert rundir.latest(lab.name) is None
 
 
 def test_missing_image_is_one_line_with_the_build_command(require_docker: None) -> None:
