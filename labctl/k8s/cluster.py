@@ -392,11 +392,11 @@ COLLECT_SCRIPT = """
 import base64, io, os, sys, tarfile
 buf = io.BytesIO()
 with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-    for root, _, files in os.walk("/output"):
+    for root, _, files in os.walk({root!r}):
         for name in files:
             path = os.path.join(root, name)
             if os.path.getsize(path) <= {limit}:
-                tar.add(path, arcname=os.path.relpath(path, "/output"))
+                tar.add(path, arcname=os.path.relpath(path, {root!r}))
 sys.stdout.write(base64.b64encode(buf.getvalue()).decode())
 """
 
@@ -415,7 +415,8 @@ def collector_pod(lab: Lab, where: m.Placement, names: m.Names, image: str) -> m
             "containers": [{
                 "name": m.CONTAINER,
                 "image": image,
-                "command": ["python3", "-c", COLLECT_SCRIPT.format(limit=COLLECT_MAX_FILE)],
+                "command": ["python3", "-c", COLLECT_SCRIPT.format(
+                    root=m.OUTPUT_MOUNT, limit=COLLECT_MAX_FILE)],
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                               "limits": {"cpu": "1", "memory": "512Mi"}},
                 "securityContext": m.container_security(),

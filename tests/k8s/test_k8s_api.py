@@ -163,6 +163,7 @@ def test_pod_logs_are_followed_line_by_line(server) -> None:
     assert list(api.log_lines("p", "ns", "tensorflow")) == ["one", "PROGRESS step=2"]
     query = fake.requests[-1][2]
     assert query["follow"] == ["true"] and query["container"] == ["tensorflow"]
+    assert api.log("p", "ns", "tensorflow") == "one\nPROGRESS step=2\n"  # the collector's way
 
 
 def test_service_proxy_posts_json_and_maps_rbac(server) -> None:

@@ -293,3 +293,21 @@ def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
     with pytest.raises(ClusterError, match=r"cannot be scheduled: 0/3 nodes .* nvidia\.com/gpu"):
         cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              clock=lambda: now[0], sleep=tick)
+
+
+def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
+    """The script the collector pod runs, here on a local folder: its output unpacks to the same
+    files; files over the size limit stay behind."""
+    import subprocess
+    import sys
+
+    volume, into = tmp_path / "volume", tmp_path / "into"
+    (volume / "tasks").mkdir(parents=True)
+    (volume / "results.json").write_text(RESULTS)
+    (volume / "tasks" / "worker-0.json").write_text("{}")
+    (volume / "big.bin").write_bytes(b"x" * (cluster.COLLECT_MAX_FILE + 1))
+    script = cluster.COLLECT_SCRIPT.format(root=str(volume), limit=cluster.COLLECT_MAX_FILE)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert sorted(cluster.unpack(out, into)) == ["results.json", "tasks/worker-0.json"]
+    assert (into / "results.json").read_text() == RESULTS
