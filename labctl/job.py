@@ -214,13 +214,17 @@ class Controller:
             return
         timeout = self.spec.stall_timeout_s
         if timeout and self.tracker.stalled(now, timeout):
-            silent = self.tracker.not_reporting(self.spec.tasks, now, timeout)
-            names = ", ".join(f"{t.name} ({self.states[t].status})" for t in silent)
-            raise JobFailed(
-                f"stalled: global step stuck at {self.tracker.global_step} for {timeout:g} s; "
-                f"not reporting: {names}",
-                self.states[silent[0]] if silent else None,
-            )
+            silent = [self.states[t]
+                      for t in self.tracker.not_reporting(self.spec.tasks, now, timeout)]
+            names = ", ".join(f"{s.spec.name} ({s.status})" for s in silent)
+            if not self.tracker.last_report:
+                what = f"no task reported progress within {now - self.started:.0f} s of start"
+            else:
+                what = f"global step stuck at {self.tracker.global_step} for {timeout:g} s"
+            # show the output of a task that died, else of one that said something
+            shown = sorted(silent, key=lambda s: (s.status == "running", not s.tail))
+            raise JobFailed(f"stalled: {what}; not reporting: {names}",
+                            shown[0] if shown else None)
         if self.spec.timeout_s and now - self.started >= self.spec.timeout_s:
             running = ", ".join(s.spec.name for s in self.states.values() if s.status == "running")
             raise JobFailed(f"timed out after {self.spec.timeout_s:g} s; still running: {running}")

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from labctl.tasks import TaskSpec
 
+# Before the first PROGRESS line the watchdog waits at least this long: starting several
+# TensorFlow processes on a busy 2-core laptop can take half a minute and more.
+STARTUP_S = 120.0
+
 _LINE = re.compile(r"^PROGRESS((?:\s+[a-z_]+=\S+)+)\s*$")
 
 
@@ -63,6 +67,8 @@ class StepTracker:
             self.accuracy = progress.accuracy
 
     def stalled(self, now: float, timeout_s: float) -> bool:
+        if not self.last_report:
+            return now - self.started >= max(timeout_s, STARTUP_S)
         return now - self.last_advance >= timeout_s
 
     def not_reporting(self, tasks: list[TaskSpec], now: float, timeout_s: float) -> list[TaskSpec]:

@@ -132,14 +132,14 @@ def test_parse_progress_rejects(line: str) -> None:
 def test_tracker_global_step_is_the_max_and_activity_resets_the_watchdog() -> None:
     w0, w1, ps = TaskSpec("worker", 0), TaskSpec("worker", 1), TaskSpec("ps", 0)
     tracker = StepTracker(started=100.0)
-    assert not tracker.stalled(159.9, 60) and tracker.stalled(160.0, 60)
+    assert not tracker.stalled(219.9, 60) and tracker.stalled(220.0, 60)  # start-up allowance
     tracker.report(w0, Progress(50, 0.5), 110.0)
     tracker.report(w1, Progress(40), 111.0)
     assert tracker.global_step == 50 and tracker.loss == 0.5
     tracker.report(w1, Progress(30), 150.0)  # restored an older checkpoint: still activity
     assert tracker.global_step == 50 and not tracker.stalled(200.0, 60)
     tracker.report(w0, Progress(50), 205.0)  # the same step again is no progress
-    assert tracker.stalled(210.0, 60)
+    assert not tracker.stalled(209.9, 60) and tracker.stalled(210.0, 60)
     assert tracker.not_reporting([ps, w0, w1], 210.0, 60) == [w1]
 
 
