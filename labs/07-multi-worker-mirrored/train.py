@@ -1,0 +1,81 @@
+"""Lab 07: all-reduce with MultiWorkerMirroredStrategy: no parameter servers at all.
+
+Every worker holds a full copy (a mirror) of the variables. At each step each worker computes
+gradients on its own share of the global batch; a collective all-reduce sums them across the
+workers, and every worker applies the same update to its copy, so the copies never diverge.
+Keras 3 layers with a custom training loop (Keras 3's model.fit fails under this strategy).
+"""
+
+import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
+from labkit import cli, cluster, report
+
+args = cli.parse(__doc__, steps=400)
+cfg = cluster.load(required={"worker"})
+
+import tensorflow as tf  # noqa: E402  (after option parsing: bad input fails fast)
+
+# Before any other TensorFlow op: the strategy configures this process's runtime.
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+import keras  # noqa: E402
+from labkit import data, model  # noqa: E402
+
+ds = data.load(args.dataset)
+global_batch = args.batch_size * cfg.count("worker")
+with strategy.scope():  # variables created here are mirrored on every worker
+    net = model.keras_mlp(ds.features)
+    optimizer = keras.optimizers.Adam(args.learning_rate)
+
+
+def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """Each worker reads its own shard of the training set."""
+    train = tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
+    train = train.shard(context.num_input_pipelines, context.input_pipeline_id)
+    return train.shuffle(len(ds.y_train)).repeat().batch(
+        context.get_per_replica_batch_size(global_batch))
+
+
+@tf.function
+def train_step(iterator) -> tf.Tensor:
+    def replica_fn(x, y):
+        with tf.GradientTape() as tape:
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, net(x, training=True))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        grads = tape.gradient(loss, net.trainable_variables)
+        # Keras sums the gradients over all workers (all-reduce) before applying them.
+        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
+        return loss
+
+    losses = strategy.run(replica_fn, args=next(iterator))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+
+@tf.function
+def weight_checksums() -> tf.Tensor:
+    """Every worker's checksum of its own copy of the weights, gathered from all workers."""
+    def replica_fn():
+        total = tf.add_n([tf.reduce_sum(tf.abs(v)) for v in net.trainable_variables])
+        return tf.reshape(total, [1])
+
+    return strategy.gather(strategy.run(replica_fn), axis=0)
+
+
+batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+progress = report.Progress()
+for step in range(1, args.steps + 1):
+    loss = train_step(batches)
+    last = step == args.steps
+    accuracy = None
+    if step % args.eval_every == 0 or last:  # local: each worker evaluates its own copy
+        _, accuracy = model.loss_and_accuracy(net(ds.x_test), ds.y_test)
+    progress.update(step, loss, accuracy, force=last)
+
+checksums = [float(c) for c in weight_checksums().numpy()]  # a collective: all workers at once
+print(f"test accuracy {progress.accuracy:.4f}; weight checksums of the workers: {checksums}")
+report.write_task(args.output_dir, cfg.task.stem, progress, args.steps,
+                  test_accuracy=progress.accuracy, weight_checksum=checksums[cfg.task.index])
+if cfg.task.index == 0:
+    report.write_results(args.output_dir, "07-multi-worker-mirrored", progress,
+                         dataset=args.dataset, test_accuracy=progress.accuracy,
+                         workers=cfg.count("worker"), weight_checksums=checksums)
+report.exit_now()
