@@ -189,6 +189,8 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
 
     if lab.kind == "cluster" and args.target == "local":
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
+    if args.check and not (lab.path / "check.py").is_file():
+        raise UsageError(f"lab {lab.name} has no check.py: run it without --check")
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},

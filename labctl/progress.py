@@ -60,7 +60,9 @@ class StepTracker:
             self.last_advance = now
         self.last_step[task] = progress.step
         self.last_report[task] = now
-        self.global_step = max(self.global_step, progress.step)
+        if progress.step < self.global_step:
+            return  # metrics follow the task that is furthest ahead
+        self.global_step = progress.step
         if progress.loss is not None:
             self.loss = progress.loss
         if progress.accuracy is not None:

@@ -200,3 +200,14 @@ def test_done_queue_tasks_end_by_themselves_and_restart_after_success(labctl, st
     tasks = tasks_by_name(run_json(state, "05-queue"))
     assert tasks["worker:1"] == {**tasks["worker:1"], "status": "succeeded", "restarts": 1}
     assert tasks["ps:0"]["exit_code"] == 0 and tasks["ps:0"]["status"] == "succeeded"
+
+
+def test_run_all_runs_every_local_lab_and_sums_up(labctl) -> None:
+    proc = labctl("run", "all", "--check", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "==> 01-single" in proc.stdout and "==> 03-remote" not in proc.stdout
+    assert "3/3 labs passed" in proc.stdout
+    failed = labctl("run", "all", "-q", "--max-restarts", "0",
+                    env={"FAKE_FAIL_ALWAYS": "worker:0"})
+    assert failed.returncode == 1
+    assert "1/3 labs passed" in failed.stdout and "failed: 02-fake, 05-queue" in failed.stdout

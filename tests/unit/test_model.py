@@ -136,8 +136,9 @@ def test_tracker_global_step_is_the_max_and_activity_resets_the_watchdog() -> No
     tracker.report(w0, Progress(50, 0.5), 110.0)
     tracker.report(w1, Progress(40), 111.0)
     assert tracker.global_step == 50 and tracker.loss == 0.5
-    tracker.report(w1, Progress(30), 150.0)  # restored an older checkpoint: still activity
+    tracker.report(w1, Progress(30, 0.9), 150.0)  # restored an older checkpoint: activity
     assert tracker.global_step == 50 and not tracker.stalled(200.0, 60)
+    assert tracker.loss == 0.5  # the metrics of the task furthest ahead
     tracker.report(w0, Progress(50), 205.0)  # the same step again is no progress
     assert not tracker.stalled(209.9, 60) and tracker.stalled(210.0, 60)
     assert tracker.not_reporting([ps, w0, w1], 210.0, 60) == [w1]
