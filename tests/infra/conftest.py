@@ -52,7 +52,9 @@ def inventory_runner(host: Any) -> AnsibleRunner:
     """The Ansible inventory the host comes from (the suite always runs over `ansible://`)."""
     runner = getattr(host.backend, "ansible_runner", None)
     if runner is None:
-        pytest.fail("tests/infra runs over Ansible: pass --hosts='ansible://all' and --ansible-inventory")
+        pytest.fail(
+            "tests/infra runs over Ansible: pass --hosts='ansible://all' --ansible-inventory=…"
+        )
     return runner
 
 

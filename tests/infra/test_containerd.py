@@ -44,7 +44,8 @@ def test_config_matches_the_installed_version(host: Any, host_vars: dict[str, An
     plugins = config["plugins"]
     defaults = yaml.safe_load(DEFAULTS.read_text())
     minor = ".".join(str(host_vars["kube_version"]).split(".")[:2])
-    pause = f"{defaults['containerd_pause_registry']}/pause:{defaults['containerd_pause_versions'][minor]}"
+    tag = defaults["containerd_pause_versions"][minor]
+    pause = f"{defaults['containerd_pause_registry']}/pause:{tag}"
     if major >= 2:
         assert config["version"] == 3
         runtime = plugins["io.containerd.cri.v1.runtime"]
@@ -59,12 +60,23 @@ def test_config_matches_the_installed_version(host: Any, host_vars: dict[str, An
     assert sandbox == pause
 
 
+def cni_bin_dirs(host: Any) -> list[str]:
+    """The CNI plugin directories the installed containerd reads, in order."""
+    config = tomllib.loads(host.file("/etc/containerd/config.toml").content_string)
+    plugins = config["plugins"]
+    cri = plugins.get("io.containerd.cri.v1.runtime") or plugins["io.containerd.grpc.v1.cri"]
+    cni = cri["cni"]
+    return list(cni.get("bin_dirs") or [cni["bin_dir"]])
+
+
 def test_runc_and_cni_plugins_are_installed(host: Any) -> None:
     assert host.run("runc --version").rc == 0
+    dirs = cni_bin_dirs(host)
+    assert dirs[0] == "/opt/cni/bin", "flannel and Calico install into /opt/cni/bin"
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
-        path = host.file(f"/opt/cni/bin/{plugin}")
-        assert path.exists, f"CNI plugin {plugin} missing from /opt/cni/bin"
-        assert host.file(path.linked_to if path.is_symlink else path.path).mode & 0o111
+        found = [f"{d}/{plugin}" for d in dirs if host.file(f"{d}/{plugin}").exists]
+        assert found, f"CNI plugin {plugin} is in none of {dirs}"
+        assert host.run(f"test -x {found[0]}").rc == 0, f"{found[0]} is not executable"
 
 
 def test_crictl_reaches_containerd(host: Any) -> None:
