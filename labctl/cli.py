@@ -54,6 +54,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _lab_options(p: argparse.ArgumentParser) -> None:
+    """What a lab run may change: task counts and the program's [args]."""
+    p.add_argument("--workers", type=_count, metavar="N", help="number of workers")
+    p.add_argument("--ps", type=_count, metavar="N", help="number of parameter servers")
+    p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
+    p.add_argument("--dataset", choices=("digits", "mnist"), help="training data")
+
+
 def _job_options(p: argparse.ArgumentParser, stall_default: float | None) -> None:
     """Lifecycle options shared by `run` and `launch`."""
     p.add_argument("--kill", action="append", default=[], metavar="TASK@STEP",
@@ -76,10 +84,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("run", help="run a lab (or `all` local labs) on a target")
     p.add_argument("lab", metavar="LAB", help="lab number or name (04, 4, 04-...), or `all`")
-    p.add_argument("--workers", type=_count, metavar="N", help="number of workers")
-    p.add_argument("--ps", type=_count, metavar="N", help="number of parameter servers")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
-    p.add_argument("--dataset", choices=("digits", "mnist"), help="training data")
+    _lab_options(p)
     p.add_argument("--check", action="store_true", help="run the lab's check after the run")
     p.add_argument("--target", choices=("local", "docker", "k8s"), default="local",
                    help="where the tasks run (default local)")
@@ -88,10 +93,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("render", help="print the Kubernetes manifests a run would create")
     p.add_argument("lab", metavar="LAB", help="lab number or name")
-    p.add_argument("--workers", type=_count, metavar="N", help="number of workers")
-    p.add_argument("--ps", type=_count, metavar="N", help="number of parameter servers")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
-    p.add_argument("--dataset", choices=("digits", "mnist"), help="training data")
+    _lab_options(p)
     p.add_argument("--target", choices=("k8s",), default="k8s", help="only k8s")
     targets.add_options(p)
 
