@@ -211,3 +211,36 @@ def test_run_all_runs_every_local_lab_and_sums_up(labctl) -> None:
                     env={"FAKE_FAIL_ALWAYS": "worker:0"})
     assert failed.returncode == 1
     assert "1/3 labs passed" in failed.stdout and "failed: 02-fake, 05-queue" in failed.stdout
+
+
+def test_tensorboard_serves_the_run_output(labctl, state: Path) -> None:
+    """With tensorboard installed it serves the run's output; without, a one-line hint."""
+    import shutil
+    import sys
+    import urllib.request
+
+    from labctl.ports import free_ports
+
+    assert labctl("run", "02", "-q").returncode == 0
+    (port,) = free_ports(1)
+    if not (Path(sys.executable).parent / "tensorboard").is_file() and not shutil.which(
+        "tensorboard"
+    ):
+        proc = labctl("tensorboard", "02", "--port", str(port))
+        assert proc.returncode == 2 and "pip install tensorboard" in proc.stderr
+        return
+    server = start(state, "tensorboard", "02", "--port", str(port), env={})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/logdir") as answer:
+                    body = answer.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no TensorBoard"
+                time.sleep(1)
+        assert "02-fake" in body and body.rstrip('"}').endswith("output")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
