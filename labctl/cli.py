@@ -11,9 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labctl import labs, rundir
+from labctl import labs, plan, rundir
+from labctl.checks import run_check
 from labctl.errors import UsageError
+from labctl.job import JobSpec, Outcome
 from labctl.k8s import targets
+from labctl.local import execute
+from labctl.restart import RestartPolicy
+from labctl.tasks import TaskSpec, build_tasks, parse_task
 
 LAUNCH = "launch"  # the run group of `labctl launch`
 DEFAULT_STALL_S = 60.0
@@ -68,7 +73,8 @@ def _job_options(p: argparse.ArgumentParser, stall_default: float | None) -> Non
                    help="SIGKILL TASK once the global step passes STEP (e.g. worker:1@300); "
                         "repeatable")
     p.add_argument("--stall-timeout", type=_seconds, default=stall_default, metavar="S",
-                   help="fail when the global step does not advance for S seconds"
+                   help="fail when the global step does not advance for S seconds; a lab that "
+                        "prints no progress must end within S seconds"
                         + (f" (default {stall_default:g})" if stall_default else ""))
     p.add_argument("--max-restarts", type=_count, default=DEFAULT_RESTARTS, metavar="N",
                    help=f"restarts per failed task, with back-off (default {DEFAULT_RESTARTS})")
@@ -163,7 +169,7 @@ def last_result(group: str) -> str:
     meta, check = run.read(), run.read("check.json")
     status = meta.get("status", "?")
     when = str(meta.get("finished") or meta.get("started") or "")[:16].replace("T", " ")
-    if status == "running" and not rundir.active_runs(group):
+    if status == "running" and not rundir.is_active(run):
         status = "aborted"
     if check and status == "succeeded":
         status = "PASS" if check.get("passed") else "FAIL"
@@ -187,8 +193,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, float]:
     """Run one lab; (exit code, run status, check verdict, wall time)."""
-    from labctl import plan
-
     if lab.kind == "cluster" and args.target == "local":
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
     if args.check and not (lab.path / "check.py").is_file():
@@ -199,8 +203,6 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         {"steps": args.steps, "dataset": args.dataset},
         args.kill,
     )
-    from labctl.job import JobSpec
-    from labctl.restart import RestartPolicy
 
     steps = lab_plan.args.get("steps")
     spec = JobSpec(
@@ -224,12 +226,10 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         "shutdown": lab.shutdown,
     }
 
-    def command(_task: object, run: rundir.RunDir) -> list[str]:
+    def command(_task: TaskSpec, run: rundir.RunDir) -> list[str]:
         return [*program, "--output-dir", str(run.output), *plan.args_argv(lab_plan.args)]
 
     if args.target == "local":
-        from labctl.local import execute
-
         run, outcome = execute(lab.name, spec, meta, command, None, args.quiet)
     else:
         run, outcome = targets.run(args.target, lab, lab_plan, spec, meta, args)
@@ -245,7 +245,7 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def report(run: rundir.RunDir, outcome) -> int:  # type: ignore[no-untyped-def]
+def report(run: rundir.RunDir, outcome: Outcome) -> int:
     where = shown(run.path)
     if outcome.status == "succeeded":
         step = f", global step {outcome.global_step}" if outcome.global_step else ""
@@ -261,8 +261,6 @@ def report(run: rundir.RunDir, outcome) -> int:  # type: ignore[no-untyped-def]
 
 
 def _check_and_print(lab: labs.Lab, run: rundir.RunDir) -> tuple[str, int]:
-    from labctl.checks import run_check
-
     verdict = run_check(lab, run)
     print(verdict.message)
     if verdict.hint and not verdict.passed:
@@ -311,8 +309,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from labctl.tasks import parse_task
-
     run = rundir.find(_group(args.lab), args.run)
     if args.task:
         path = run.log(parse_task(args.task))
@@ -382,11 +378,6 @@ def _launch_argv(argv: Sequence[str]) -> list[str]:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from labctl import plan
-    from labctl.job import JobSpec
-    from labctl.restart import RestartPolicy
-    from labctl.tasks import TaskSpec, build_tasks
-
     command = _launch_argv(args.argv)
     if args.workers == 0 and not args.chief:
         raise UsageError("launch needs --workers 1 or more, or --chief")
@@ -406,8 +397,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     meta = {"lab": LAUNCH, "command": command, "counts": counts, "success": spec.success.name,
             "options": {"kill": args.kill, "stall_timeout": args.stall_timeout,
                         "timeout": args.timeout, "max_restarts": args.max_restarts}}
-    from labctl.local import execute
-
     run, outcome = execute(LAUNCH, spec, meta, lambda _t, _r: command, Path.cwd(), args.quiet)
     return report(run, outcome)
 
