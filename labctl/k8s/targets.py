@@ -56,6 +56,9 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+KINDS = "jobs,pods,deployments,services,configmaps,pvc"  # what a run creates in a namespace
+
+
 def clean(run: RunDir) -> list[str]:
     """Remove what a docker or k8s run left outside its run dir (containers, cluster objects)."""
     target = run.read().get("target")
@@ -65,6 +68,14 @@ def clean(run: RunDir) -> list[str]:
         return docker_target.remove(run.run_id)
     if target == "k8s":
         from labctl.k8s import cluster
+        from labctl.k8s.api import ClusterError
 
-        return cluster.clean(run, shared=True)
+        try:
+            return cluster.clean(run, shared=True)
+        except ClusterError as exc:  # e.g. the cluster was destroyed: the run dir still goes
+            meta = run.read()
+            print(f"labctl: warning: run {run.run_id}'s objects in namespace "
+                  f"{meta.get('namespace')} were not deleted ({exc}); later: `kubectl -n "
+                  f"{meta.get('namespace')} delete {KINDS} -l {m.LABEL_RUN}={run.run_id}`",
+                  file=sys.stderr)
     return []
