@@ -32,9 +32,7 @@ def parse(description: str | None, *, training: bool = True, steps: int = 600,
                             help="Adam learning rate (default %(default)s)")
         parser.add_argument("--eval-every", type=_positive, default=50,
                             help="global steps between test-accuracy evaluations")
-    args = parser.parse_args()
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    return args
+    return parser.parse_args()
 
 
 def _positive(text: str) -> int:

@@ -107,4 +107,15 @@ def parse(doc: object, required: set[str], optional: frozenset[str] = frozenset(
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
         config_error(f"TF_CONFIG: task index {index!r} is out of range: the cluster has "
                      f"{len(cluster[kind])} {kind} task(s), indexed from 0")
+    _bypass_proxy(cluster)
     return TFConfig(cluster, Task(kind, index))
+
+
+def _bypass_proxy(cluster: dict[str, list[str]]) -> None:
+    """Tasks talk to each other directly. gRPC would send them through an https_proxy set in
+    the environment (common behind corporate proxies), where they hang: exempt their hosts."""
+    hosts = {address.rsplit(":", 1)[0].strip("[]") for addresses in cluster.values()
+             for address in addresses}
+    # gRPC reads this lowercase name (then no_proxy); an uppercase one would be ignored.
+    current = [h for h in os.environ.get("no_grpc_proxy", "").split(",") if h]  # noqa: SIM112
+    os.environ["no_grpc_proxy"] = ",".join(sorted(set(current) | hosts))  # noqa: SIM112
