@@ -57,7 +57,7 @@ def default_render(lab: labs.Lab) -> list[m.Manifest]:
 def files_for(lab: labs.Lab) -> dict[str, str]:
     """File name -> content of the lab's kustomize dir."""
     docs = default_render(lab)
-    header = HEADER.format(source=f"labs/{lab.name}", lab=lab.number)
+    header = HEADER.format(source=f"labs/{lab.name}", lab=f"{lab.number:02d}")
     out: dict[str, str] = {}
     placed = 0
     for name, kinds in FILES:
