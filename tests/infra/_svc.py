@@ -1,0 +1,62 @@
+"""Shared helpers for the cluster-services testinfra modules (etcd, loadbalancer, nfs, GPU).
+
+These modules run as Molecule verifiers and, through `make verify`, against any inventory, so
+everything they need comes from the inventory and the roles' documented defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+import yaml
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+
+def role_vars(host: Any, role: str) -> dict[str, Any]:
+    """The role's literal defaults, overridden by the host's inventory variables."""
+    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
+    plain = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
+    return {**plain, **host.ansible.get_variables()}
+
+
+def _inventory(request: pytest.FixtureRequest) -> str:
+    return request.config.option.ansible_inventory
+
+
+def host_named(request: pytest.FixtureRequest, name: str) -> Any:
+    """Another inventory host, reached the way the current test reaches its own."""
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={_inventory(request)}")
+
+
+def group_hosts(request: pytest.FixtureRequest, group: str) -> list[str]:
+    """The inventory's hosts in `group`, in inventory order."""
+    return AnsibleRunner(_inventory(request)).get_hosts(group)
+
+
+def vars_of(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    """Inventory variables of another host."""
+    return AnsibleRunner(_inventory(request)).get_variables(name)
+
+
+def require_disruptive() -> None:
+    """Tests that stop services run only where that is allowed (Molecule sets it)."""
+    if os.environ.get("INFRA_DISRUPTIVE") != "1":
+        pytest.skip("stops services on purpose; set INFRA_DISRUPTIVE=1 to run it on this cluster")
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll `check` until it holds; return the seconds it took, fail with `what` on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
