@@ -60,7 +60,9 @@ def preflight(image: str) -> None:
 
 # --- from a rendered pod spec to `docker run` -----------------------------------------------------
 def _quantity_cpus(value: str) -> str:
-    return str(int(value[:-1]) / 1000) if value.endswith("m") else value
+    """`2` or `500m`, capped at this host's CPUs (docker refuses more than there are)."""
+    cpus = int(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return f"{min(cpus, float(os.cpu_count() or 1)):g}"
 
 
 def _quantity_bytes(value: str) -> str:
