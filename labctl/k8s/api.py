@@ -95,7 +95,9 @@ class Api:
     """A connected client. `host` is the API server, for messages."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from kubernetes import client, config
+        from labctl.k8s.manifests import need
+
+        client, config = need("kubernetes.client"), need("kubernetes.config")
 
         path = kubeconfig_path(kubeconfig)
         if path is None:

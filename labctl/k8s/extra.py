@@ -27,9 +27,9 @@ def _pod_specs(obj: Manifest) -> list[dict[str, Any]]:
 
 
 def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manifest]:
-    import yaml
-
     from labctl.k8s import manifests as m
+
+    yaml = m.need("yaml")
 
     fields = {"namespace": names.namespace, "configmap": names.configmap,
               "volume": names.volume, "image": m.image(lab, where), "run": where.run_id}

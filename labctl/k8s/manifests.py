@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl.errors import UsageError
 from labctl.labs import Lab, LabError, labs_dir
 from labctl.plan import LabPlan, args_argv
 from labctl.tasks import SINGLE, TaskSpec
@@ -56,6 +57,17 @@ _K8S_KEYS = {"name", "gpu", "namespace", "volume", "extra", "jobs"}
 
 class RenderError(LabError):
     """The lab's [k8s] table or files cannot make valid manifests."""
+
+
+def need(module: str) -> Any:
+    """Import a module of the k8s extra, or say how to install it (one line, exit 2)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"the Kubernetes target needs {module.split('.')[0]}: install it with "
+                         "`.venv/bin/pip install -e '.[k8s]'` (or `make venv-dev`)") from None
 
 
 @dataclass(frozen=True)

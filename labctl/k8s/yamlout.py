@@ -7,7 +7,9 @@ from typing import Any
 
 
 def dump(docs: Iterable[dict[str, Any]]) -> str:
-    import yaml
+    from labctl.k8s.manifests import need
+
+    yaml = need("yaml")
 
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: plain manifests

@@ -238,3 +238,11 @@ def test_attendee_namespace_is_used_not_created() -> None:
     assert {d["metadata"]["namespace"] for d in docs} == {"alice"}
     hosts = [h for c in tf_configs(docs).values() for hs in c["cluster"].values() for h in hs]
     assert hosts and all(".alice.svc:2222" in h for h in hosts)
+
+
+def test_a_missing_k8s_extra_is_one_line_with_the_install_command() -> None:
+    from labctl.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"needs no_such_module: install it with "
+                                         r"`\.venv/bin/pip install -e '\.\[k8s\]'`"):
+        m.need("no_such_module.sub")
