@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from labctl.tasks import SINGLE, TaskSpec
 
 Cluster = dict[str, list[str]]
+EVALUATOR = "evaluator"
 
 
 def cluster_spec(tasks: Sequence[TaskSpec], address: Callable[[TaskSpec], str]) -> Cluster:
@@ -23,10 +24,15 @@ def cluster_spec(tasks: Sequence[TaskSpec], address: Callable[[TaskSpec], str]) 
 
 
 def tf_config(cluster: Cluster, task: TaskSpec) -> str:
-    """The TF_CONFIG value for one task of `cluster` (compact JSON, stable key order)."""
+    """The TF_CONFIG value for one task of `cluster` (compact JSON, stable key order).
+
+    The evaluator is not part of the training cluster: only its own TF_CONFIG lists it
+    (training tasks would otherwise wait for it, and ParameterServerStrategy rejects it).
+    """
     if task.type not in cluster or task.index >= len(cluster[task.type]):
         raise ValueError(f"task {task.name} is not in the cluster")
+    seen = {t: hosts for t, hosts in cluster.items() if t != EVALUATOR or task.type == EVALUATOR}
     return json.dumps(
-        {"cluster": cluster, "task": {"type": task.type, "index": task.index}},
+        {"cluster": seen, "task": {"type": task.type, "index": task.index}},
         separators=(",", ":"),
     )

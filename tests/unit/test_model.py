@@ -65,6 +65,15 @@ def test_tf_config_with_service_names() -> None:
     assert "ps" not in cluster  # a type the job does not use is absent
 
 
+def test_only_the_evaluator_sees_itself_in_the_cluster() -> None:
+    tasks = build_tasks({"chief": 1, "ps": 1, "worker": 1, "evaluator": 1})
+    cluster = cluster_spec(tasks, lambda t: f"{t.slug}:1")
+    chief = json.loads(tf_config(cluster, TaskSpec("chief", 0)))["cluster"]
+    evaluator = json.loads(tf_config(cluster, TaskSpec("evaluator", 0)))["cluster"]
+    assert set(chief) == {"chief", "ps", "worker"}
+    assert evaluator == cluster and evaluator["evaluator"] == ["evaluator-0:1"]
+
+
 def test_tf_config_refuses_a_task_outside_the_cluster() -> None:
     cluster = cluster_spec(build_tasks({"worker": 1}), lambda t: "h:1")
     with pytest.raises(ValueError, match="not in the cluster"):
