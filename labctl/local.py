@@ -34,7 +34,10 @@ _libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child o
 
 
 def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec; only async-signal-safe work here."""
+    """Runs in the child between fork and exec; only async-signal-safe work here.
+
+    The kernel ties PDEATHSIG to the thread that forked, so tasks are started from the thread
+    that lives as long as the run (the controller's, i.e. the main thread)."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
