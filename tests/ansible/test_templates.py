@@ -22,8 +22,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv/bin"
-RENDER = Path(__file__).resolve().parent / "render" / "render.yml"
+RENDER = Path(__file__).resolve().parent / "playbooks" / "render.yml"
 ROLES = ["common", "containerd", "kubernetes", "control_plane", "node", "cni"]
+# Two ansible-playbook runs (one per inventory) take several seconds.
+pytestmark = pytest.mark.slow
+
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: the decoy every host also "has"
 KUBE_VERSION = "1.37.1"
 CONTAINERD_VERSIONS = ["1.7.22", "2.0.5", "2.3.4"]

@@ -1,0 +1,70 @@
+"""control_plane: kubeadm's control plane on the private addresses, behind one endpoint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import require_group
+
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+
+
+@pytest.fixture(autouse=True)
+def _control_plane(host_vars: dict[str, Any]) -> None:
+    require_group(host_vars, "kube_control_plane")
+
+
+def endpoint(host_vars: dict[str, Any], node_ips: dict[str, str]) -> str:
+    if host_vars.get("kube_vip_address"):
+        return f"{host_vars['kube_vip_address']}:{host_vars['loadbalancer_port']}"
+    first = host_vars["groups"]["kube_control_plane"][0]
+    return f"{node_ips[first]}:{host_vars['kube_apiserver_port']}"
+
+
+def kubectl_json(host: Any, args: str) -> Any:
+    with host.sudo():
+        return json.loads(host.check_output(f"{KUBECTL} {args} -o json"))
+
+
+def test_api_server_is_ready(host: Any) -> None:
+    with host.sudo():
+        assert host.check_output(f"{KUBECTL} get --raw /readyz") == "ok"
+
+
+def test_kubeconfigs_point_at_the_endpoint(
+    host: Any, host_vars: dict[str, Any], node_ips: dict[str, str]
+) -> None:
+    with host.sudo():
+        admin = host.file("/etc/kubernetes/admin.conf").content_string
+    assert f"server: https://{endpoint(host_vars, node_ips)}" in admin
+    user = host_vars.get("ansible_user") or "root"
+    home = host.user(user).home
+    assert host.file(f"{home}/.kube/config").exists, f"no kubeconfig for {user}"
+
+
+def test_api_server_advertises_the_private_address(
+    host: Any, host_vars: dict[str, Any], node_ips: dict[str, str]
+) -> None:
+    with host.sudo():
+        manifest = host.file("/etc/kubernetes/manifests/kube-apiserver.yaml").content_string
+    assert f"--advertise-address={host_vars['k8s_node_ip']}" in manifest
+    if host_vars.get("etcd_external"):
+        servers = next(line for line in manifest.splitlines() if "--etcd-servers=" in line)
+        for name in host_vars["groups"]["etcd"]:
+            assert f"https://{node_ips[name]}:2379" in servers, servers
+
+
+def test_every_node_registered_with_its_private_address(
+    host: Any, host_vars: dict[str, Any], node_ips: dict[str, str]
+) -> None:
+    nodes = kubectl_json(host, "get nodes")["items"]
+    internal = {
+        n["metadata"]["name"]: next(
+            a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"
+        )
+        for n in nodes
+    }
+    for name in host_vars["groups"]["k8s_cluster"]:
+        assert internal.get(name) == node_ips[name], f"{name}: InternalIP {internal.get(name)}"
