@@ -303,7 +303,7 @@ def run_all(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
     run = rundir.find(lab.name, args.run)
-    if run in rundir.active_runs(lab.name):
+    if rundir.is_active(run):
         raise UsageError(f"run {run.run_id} of {lab.name} is still running: check it when done")
     return _check_and_print(lab, run)[1]
 
@@ -369,9 +369,7 @@ def _launch_argv(argv: Sequence[str]) -> list[str]:
         raise UsageError(f"launch: command not found: {exe}")
     if Path(exe).name.startswith("python"):
         script = next((a for a in command[1:] if not a.startswith("-")), None)
-        if not any(a in ("-m", "-c") for a in command[1:2]) and (
-            script is None or not Path(script).is_file()
-        ):
+        if command[1:2] not in (["-m"], ["-c"]) and (script is None or not Path(script).is_file()):
             raise UsageError(f"launch: script not found: {script or '(none given)'} "
                              f"(relative to {Path.cwd()})")
     return command
@@ -404,7 +402,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "list": cmd_list, "run": cmd_run, "check": cmd_check, "logs": cmd_logs,
     "clean": cmd_clean, "tensorboard": cmd_tensorboard, LAUNCH: cmd_launch,
-    "render": lambda args: targets.render(args),
+    "render": targets.render,
 }
 
 
