@@ -38,6 +38,7 @@ from labctl.supervise import execute
 from labctl.tasks import TaskSpec
 
 POLL_S = 1.0
+LOST_AFTER = 15  # failed polls in a row: the API server is gone, the run cannot be followed
 START_TIMEOUT_S = 600.0  # first pull of the TensorFlow image on a fresh node takes minutes
 UNSCHEDULABLE_S = 60.0  # how long a pod may wait for room before the run gives up
 COLLECT_TIMEOUT_S = 180.0
@@ -235,7 +236,6 @@ class Watcher:
         self.api, self.namespace, self.run_sel = api, namespace, run_sel
         self.handles: dict[str, JobHandle] = {}
         self.stopped = threading.Event()
-        self.error: str | None = None
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def refresh(self) -> None:
@@ -257,8 +257,9 @@ class Watcher:
                 failures = 0
             except ClusterError as exc:
                 failures += 1
-                if failures >= 10:  # 10 s without the API server
-                    self.error = str(exc)
+                if failures >= LOST_AFTER:
+                    for handle in list(self.handles.values()):
+                        handle.lost(str(exc))
 
 
 class JobHandle:
@@ -274,6 +275,7 @@ class JobHandle:
         self.state: m.Manifest | None = None
         self.seen = False  # the Job was listed at least once
         self.deleted = False
+        self.gone = False  # the API server was lost: nothing more is followed
         self.code: int | None = None
 
     def _marker(self, text: str) -> None:
@@ -285,6 +287,8 @@ class JobHandle:
 
     def update(self, job: m.Manifest | None, pods: list[m.Manifest]) -> None:
         with self.lock:
+            if self.gone:
+                return
             self.state = job
             self.seen = self.seen or job is not None
             pods = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -305,6 +309,15 @@ class JobHandle:
                 thread.start()
             if self.code is None:
                 self.code = self._finished_code()
+
+    def lost(self, reason: str) -> None:
+        """The cluster stopped answering: the task counts as failed, with the reason logged."""
+        with self.lock:
+            if self.code is None:
+                self._marker(f"lost the Kubernetes API: {reason}")
+                self.code = 1
+                self.gone = True
+                self.followed.clear()  # their streams hang with the API server: stop waiting
 
     def _finished_code(self) -> int | None:
         if self.state is None:

@@ -8,6 +8,10 @@ the behaviour the fake encodes. It is not evidence that a real cluster behaves s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -298,9 +302,6 @@ def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
 def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
     """The script the collector pod runs, here on a local folder: its output unpacks to the same
     files; files over the size limit stay behind."""
-    import subprocess
-    import sys
-
     volume, into = tmp_path / "volume", tmp_path / "into"
     (volume / "tasks").mkdir(parents=True)
     (volume / "results.json").write_text(RESULTS)
@@ -324,3 +325,18 @@ def test_clean_of_an_unreachable_cluster_warns_and_names_the_leftovers(
     err = capsys.readouterr().err
     assert "were not deleted (kubeconfig /gone/kubeconfig does not exist)" in err
     assert f"-n tf-04-x delete {targets.KINDS} -l labctl/run-id={run.run_id}" in err
+
+
+def test_losing_the_api_server_mid_run_fails_it_with_the_reason(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-0": [Attempt(progress(1, 2, 3), every_s=0.5, forever=True)]}))
+
+    def cut() -> None:
+        time.sleep(1.0)
+        api.reachable = False
+
+    threading.Thread(target=cut, daemon=True).start()
+    done = run_lab(api)
+    assert done.outcome.status == "failed"
+    assert "lost the Kubernetes API: cannot reach" in (
+        done.run.logs / "worker-0.log").read_text()
