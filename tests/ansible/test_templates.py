@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from venv_run import REPO, run
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".venv/bin"
 RENDER = Path(__file__).resolve().parent / "playbooks" / "render.yml"
 ROLES = ["common", "containerd", "kubernetes", "control_plane", "node", "cni"]
 # Two ansible-playbook runs (one per inventory) take several seconds.
@@ -133,19 +130,9 @@ Rendered = dict[str, dict[str, Any]]  # host -> file name (or "derived") -> cont
 
 def render(cluster: Cluster, root: Path) -> Rendered:
     """Run render.yml and collect, per host, each template's text and the derived variables."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-    }
-    done = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(write_inventory(cluster, root)), str(RENDER)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    inventory = write_inventory(cluster, root)
+    done = run(
+        "ansible-playbook", "-i", inventory, RENDER, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     tasks = {t["task"]["name"]: t["hosts"] for t in json.loads(done.stdout)["plays"][0]["tasks"]}

@@ -7,14 +7,9 @@ containers. Without Docker the tests skip loudly; in CI (CI=true) that is a fail
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
+from venv_run import REPO, run
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".venv/bin"
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 
 
@@ -23,17 +18,7 @@ SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.y
 @pytest.mark.docker
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario: str, require_docker: None) -> None:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1"}
-    env["NO_COLOR"] = "1"
-    done = subprocess.run(
-        [str(BIN / "molecule"), "test", "--scenario-name", scenario],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    done = run("molecule", "test", "--scenario-name", scenario, timeout=1800)
     assert done.returncode == 0, (
         f"molecule test -s {scenario} failed (rc {done.returncode}); last output:\n"
         + (done.stdout + done.stderr)[-8000:]
