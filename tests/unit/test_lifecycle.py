@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from labctl_testing import (
     FIXTURES,
     LABCTL,
@@ -213,6 +214,7 @@ def test_run_all_runs_every_local_lab_and_sums_up(labctl) -> None:
     assert "1/3 labs passed" in failed.stdout and "failed: 02-fake, 05-queue" in failed.stdout
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_run_output(labctl, state: Path) -> None:
     """With tensorboard installed it serves the run's output; without, a one-line hint."""
     import shutil
