@@ -175,3 +175,16 @@ def test_kills_fall_due_once_the_global_step_passes() -> None:
     assert faults.due(kills, 299) == []
     assert faults.due(kills, 300) == kills[:1]
     assert faults.due(kills, 900) == kills
+
+
+def test_check_output_parsing() -> None:
+    from labctl.checks import parse_output
+
+    passed = parse_output("noise\nPASS: value is 9\n", 0)
+    assert passed.passed and passed.message == "PASS: value is 9" and passed.hint == ""
+    failed = parse_output("FAIL: accuracy 0.5\nhint: train longer\n", 1)
+    assert not failed.passed and failed.hint == "train longer"
+    unusable = parse_output("error: /x is not a run directory", 2)
+    assert not unusable.passed and unusable.message.startswith("FAIL: the check printed no")
+    assert "not a run directory" in unusable.message
+    assert not parse_output("PASS: but crashed", 1).passed
