@@ -167,3 +167,24 @@ def test_lab_toml_args_match_the_programs_defaults() -> None:
         if "steps" in meta.get("args", {}):
             default = re.search(r"--steps STEPS\s+global training steps \(default (\d+)\)", shown)
             assert default and int(default.group(1)) == meta["args"]["steps"], (lab, shown)
+
+
+def test_bench_imports_no_tensorflow() -> None:
+    code = "import sys, labctl.bench; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False).returncode == 0
+
+
+@pytest.mark.labs
+@pytest.mark.slow
+def test_bench_records_a_lab_and_its_baseline(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "labctl.bench", "--labs", "07", "--workers", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["run"], r["status"]) for r in rows] == [("07 1w", "succeeded"),
+                                                        ("07 baseline", "succeeded")]
+    for row in rows:
+        assert row["steps"] == 400 and row["test_accuracy"] >= 0.95
+        assert 0 < row["startup_s"] <= row["time_to_target_s"] < row["wall_s"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"

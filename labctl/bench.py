@@ -1,0 +1,164 @@
+"""`python -m labctl.bench` (`make bench`): labs 04-07 with 1 and 2 workers, against a
+single-process baseline that trains the same model for the same steps.
+
+Each lab runs through `labctl run LAB --workers N` in a state directory of its own (the
+attendee's runs stay untouched); the numbers come from the run's results.json (the success
+task's timings and test-accuracy history) and run.json (the launcher's wall time). The baseline
+is labs/labkit/baseline.py. Prints a table, writes bench.json and bench.png under
+.labctl/bench/. Like the rest of labctl, it never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from labctl import labs
+from labctl.errors import UsageError
+
+TARGET = 0.95
+DEFAULT_LABS = "04,05,06,07"
+COLUMNS = ("run", "status", "steps", "wall_s", "startup_s", "steps_per_s", "to_0.95_s", "accuracy")
+
+
+@dataclass
+class Row:
+    lab: str
+    workers: int  # 0: the single-process baseline
+    status: str
+    steps: int | None = None
+    wall_s: float | None = None  # launcher start to end (the baseline: process start to end)
+    startup_s: float | None = None  # success task start to its first training step
+    steps_per_sec: float | None = None  # global steps per second after the first step
+    time_to_target_s: float | None = None  # success task start to the first test accuracy >= 0.95
+    test_accuracy: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.lab} baseline" if self.workers == 0 else f"{self.lab} {self.workers}w"
+
+
+def time_to(history: list[list[float]], target: float) -> float | None:
+    """Seconds from task start to the first evaluation at or above `target`."""
+    return next((t for t, _step, accuracy in history if accuracy >= target), None)
+
+
+def from_results(row: Row, results: dict[str, Any]) -> Row:
+    row.steps = results.get("global_step")
+    row.startup_s = results.get("startup_s")
+    row.steps_per_sec = results.get("steps_per_sec")
+    row.time_to_target_s = time_to(results.get("accuracy_history", []), TARGET)
+    row.test_accuracy = results.get("test_accuracy")
+    return row
+
+
+def run_lab(lab: labs.Lab, workers: int, state: Path) -> Row:
+    env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
+    proc = subprocess.run([sys.executable, "-m", "labctl", "run", lab.name, "--workers",
+                           str(workers), "--quiet"], env=env, capture_output=True, text=True,
+                          check=False)
+    run = state / "runs" / lab.name / "latest"
+    meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    row = Row(lab.name[:2], workers, meta.get("status", "failed"), wall_s=meta.get("wall_time_s"))
+    if proc.returncode != 0:
+        print(f"bench: {row.name} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}",
+              file=sys.stderr)
+    results = run / "output" / "results.json"
+    return from_results(row, json.loads(results.read_text())) if results.is_file() else row
+
+
+def run_baseline(lab: labs.Lab, out: Path) -> Row:
+    env = {**os.environ, "PYTHONPATH": str(labs.labs_dir())}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "labkit.baseline", "--output-dir", str(out),
+                           "--steps", str(lab.args["steps"])], env=env, capture_output=True,
+                          text=True, check=False)
+    row = Row(lab.name[:2], 0, "succeeded" if proc.returncode == 0 else "failed",
+              wall_s=round(time.monotonic() - started, 2))
+    return from_results(row, json.loads((out / "results.json").read_text())) if (
+        proc.returncode == 0) else row
+
+
+def table(rows: list[Row]) -> str:
+    def cell(value: float | int | str | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    lines = [[r.name, r.status, cell(r.steps), cell(r.wall_s), cell(r.startup_s),
+              cell(r.steps_per_sec), cell(r.time_to_target_s),
+              "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"] for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(COLUMNS)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
+                     for line in [list(COLUMNS), *lines])
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in rows][::-1]
+    rows = rows[::-1]
+    fig, (times, speed) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
+    startup = [r.startup_s or 0 for r in rows]
+    training = [max((r.wall_s or 0) - s, 0) for r, s in zip(rows, startup, strict=True)]
+    times.barh(names, startup, color="#c8c8c8", label="start-up (to first step)")
+    times.barh(names, training, left=startup, color="#4c72b0", label="training and shutdown")
+    reached = [(r.time_to_target_s, n) for r, n in zip(rows, names, strict=True)
+               if r.time_to_target_s is not None]
+    times.scatter([t for t, _ in reached], [n for _, n in reached], marker="|", s=200,
+                  color="#dd4444", zorder=3, label=f"test accuracy {TARGET} reached")
+    times.set_xlabel("seconds")
+    times.legend(loc="lower right", fontsize=8)
+    speed.barh(names, [r.steps_per_sec or 0 for r in rows], color="#55a868")
+    speed.set_xlabel("global steps per second")
+    fig.suptitle(f"labs vs single-process baseline ({os.cpu_count()} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labctl.bench", description=__doc__)
+    parser.add_argument("--labs", default=DEFAULT_LABS, help="comma-separated lab numbers")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--out", type=Path, default=labs.state_dir() / "bench")
+    args = parser.parse_args(argv)
+    try:
+        chosen = [labs.load_lab(labs.resolve(n)) for n in args.labs.split(",")]
+        counts = [int(n) for n in args.workers.split(",")]
+    except (UsageError, ValueError) as err:
+        parser.error(str(err))
+    state = args.out / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    load = os.getloadavg()[0]
+    rows: list[Row] = []
+    for lab in chosen:
+        for workers in counts:
+            print(f"bench: {lab.name} with {workers} worker(s) ...", flush=True)
+            rows.append(run_lab(lab, workers, state))
+        print(f"bench: {lab.name} baseline, {lab.args['steps']} steps in one process ...",
+              flush=True)
+        rows.append(run_baseline(lab, state / "baseline" / lab.name))
+    print(table(rows))
+    report = {"target_accuracy": TARGET, "cpus": os.cpu_count(), "load_before": round(load, 2),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "rows": [{"run": r.name, **asdict(r)} for r in rows]}
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(rows, args.out / "bench.png")
+    print(f"bench: wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0 if all(r.status == "succeeded" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
