@@ -1,9 +1,10 @@
-"""Lab 04: between-graph replication, asynchronous updates.
+"""Labs 04 and 05: between-graph replication, asynchronous (04) or synchronous (05, --sync).
 
 Every worker runs this program and builds its own copy of the graph. replica_device_setter
 puts the variables on the ps tasks (round robin) and the computation on the worker itself.
-Each worker reads the current parameters, computes gradients on its own mini-batches and
-applies them on the ps as soon as they are ready: nobody waits for anybody (asynchronous).
+Asynchronous: each worker applies its gradients on the ps as soon as they are ready, nobody
+waits for anybody. Synchronous: SyncReplicasOptimizer collects one gradient from every worker
+and applies their average once per global step.
 Worker 0 is the chief: it initializes the variables (or restores them from the latest
 checkpoint), saves checkpoints and summaries. The ps tasks serve until every worker is done.
 """
@@ -11,7 +12,7 @@ checkpoint), saves checkpoints and summaries. The ps tasks serve until every wor
 import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
 from labkit import cli, cluster, report
 
-args = cli.parse(__doc__, steps=1000)
+args = cli.parse(__doc__, steps=1000, flags={"sync": "synchronous updates (lab 05)"})
 cfg = cluster.load(required={"ps", "worker"})
 
 import tensorflow as tf  # noqa: E402  (after option parsing: bad input fails fast)
@@ -28,6 +29,7 @@ if cfg.task.type == "ps":
 
 ds = data.load(args.dataset)
 is_chief = cfg.task.index == 0
+hooks = [tf1.train.StopAtStepHook(last_step=args.steps)]
 setter = tf1.train.replica_device_setter(cluster=tf.train.ClusterSpec(cfg.cluster),
                                          worker_device=cfg.task.device)
 with tf1.device(setter):  # tf.device() refuses a device function: tf1.device takes one
@@ -36,7 +38,14 @@ with tf1.device(setter):  # tf.device() refuses a device function: tf1.device ta
     x = tf1.placeholder(tf.float32, [None, ds.features])
     y = tf1.placeholder(tf.int32, [None])
     loss, accuracy = model.loss_and_accuracy(model.mlp_logits(params, x), y)
-    train = tf1.train.AdamOptimizer(args.learning_rate).minimize(loss, global_step=global_step)
+    optimizer = tf1.train.AdamOptimizer(args.learning_rate)
+    if args.sync:  # lab 05: the one change. A global step waits for a gradient from each worker.
+        optimizer = tf1.train.SyncReplicasOptimizer(optimizer, replicas_to_aggregate=len(workers),
+                                                    total_num_replicas=len(workers))
+        # The chief's hook fills the token queue and runs the queue runner that applies the
+        # averaged gradients; the other workers' hooks make them wait for their tokens.
+        hooks.append(optimizer.make_session_run_hook(is_chief))
+    train = optimizer.minimize(loss, global_step=global_step)
     tf1.summary.scalar("loss", loss)
 placement = {v.op.name: v.device for v in tf1.global_variables()}
 if is_chief:
@@ -45,12 +54,12 @@ if is_chief:
 
 # This worker talks to the ps tasks and itself only, never waits for the other workers.
 config = graph.session_config(["/job:ps", cfg.task.device])
-hooks = [tf1.train.StopAtStepHook(last_step=args.steps)]
 trained = graph.train_between_graph(
     server, cfg, args, ds=ds, is_chief=is_chief, config=config, hooks=hooks, train=train,
     global_step=global_step, loss=loss, accuracy=accuracy, inputs=(x, y))
 if is_chief:
-    report.write_results(out, "04-between-graph-async", trained.progress, dataset=args.dataset,
-                         test_accuracy=trained.test_accuracy, ps=len(ps), workers=len(workers),
-                         variables=placement)
+    report.write_results(out, "05-between-graph-sync" if args.sync else "04-between-graph-async",
+                         trained.progress, dataset=args.dataset, ps=len(ps), workers=len(workers),
+                         test_accuracy=trained.test_accuracy, variables=placement,
+                         replicas_to_aggregate=len(workers) if args.sync else None)
 graph.signal_done_and_exit(server, cfg, ps)

@@ -16,8 +16,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse(description: str | None, *, training: bool = True, steps: int = 600,
-          batch_size: int = 64, learning_rate: float = 0.01) -> argparse.Namespace:
-    """Parse the program's options. Training labs get the data and optimizer options too."""
+          batch_size: int = 64, learning_rate: float = 0.01,
+          flags: dict[str, str] | None = None) -> argparse.Namespace:
+    """Parse the program's options. Training labs get the data and optimizer options too;
+    `flags` adds on/off options of the program's own ({name: help})."""
     parser = _Parser(description=(description or "").split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True,
                         help="shared by all tasks of a run: results, checkpoints, events")
@@ -32,6 +34,8 @@ def parse(description: str | None, *, training: bool = True, steps: int = 600,
                             help="Adam learning rate (default %(default)s)")
         parser.add_argument("--eval-every", type=_positive, default=50,
                             help="global steps between test-accuracy evaluations")
+    for name, text in (flags or {}).items():
+        parser.add_argument(f"--{name}", action="store_true", help=text)
     return parser.parse_args()
 
 
