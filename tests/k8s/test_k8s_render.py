@@ -246,3 +246,10 @@ def test_a_missing_k8s_extra_is_one_line_with_the_install_command() -> None:
     with pytest.raises(UsageError, match=r"needs no_such_module: install it with "
                                          r"`\.venv/bin/pip install -e '\.\[k8s\]'`"):
         m.need("no_such_module.sub")
+
+
+def test_lab09_runs_lab04s_program_with_lab04s_tasks_and_arguments() -> None:
+    lab09, lab04 = load("09"), load("04")
+    assert (lab09.path / lab09.program).resolve() == (lab04.path / lab04.program).resolve()
+    assert (lab09.tasks, lab09.args, lab09.success, lab09.shutdown) == (
+        lab04.tasks, lab04.args, lab04.success, lab04.shutdown)
