@@ -115,6 +115,7 @@ def write_inventory(cluster: Cluster, root: Path) -> Path:
         "loadbalancer_port": 8443,
         "etcd_external": True,
         "common_ntp_servers": ["ntp.example.org"],
+        "control_plane_kubelet_config": {"serverTLSBootstrap": True},
         "render_containerd_versions": CONTAINERD_VERSIONS,
         "render_join": JOIN,
     }
@@ -213,7 +214,10 @@ def test_cluster_configuration(rendered: Any) -> None:
     assert etcd["caFile"] == "/etc/kubernetes/pki/etcd-external/ca.crt"
     assert etcd["certFile"] == "/etc/kubernetes/pki/etcd-external/apiserver-etcd-client.crt"
     assert etcd["keyFile"] == "/etc/kubernetes/pki/etcd-external/apiserver-etcd-client.key"
-    assert docs["KubeletConfiguration"]["cgroupDriver"] == "systemd"
+    kubelet = docs["KubeletConfiguration"]
+    assert kubelet["apiVersion"] == "kubelet.config.k8s.io/v1beta1"
+    assert kubelet["cgroupDriver"] == "systemd"
+    assert kubelet["serverTLSBootstrap"] is True  # control_plane_kubelet_config merged in
     assert docs["KubeProxyConfiguration"]["clusterCIDR"] == cluster.pod_subnet
 
 
