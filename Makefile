@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker tools images bench verify clean
+.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ tools: ## host tools the tests drive (vagrant, debootstrap), installed when miss
 
 images: docker tools ## build the local test images (no pulls: debootstrap + docker import)
 	tests/support/build-images.sh
+
+lab-image: docker ## the lab image for --target docker, FROM tensorflow/tensorflow:2.21.0
+	labs/build-image.sh
+
+k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl render`
+	$(BIN)/python -m labctl.k8s.static
 
 test: venv-dev images ## set up, then run the whole test suite
 	$(BIN)/pytest tests

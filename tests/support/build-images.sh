@@ -2,12 +2,13 @@
 # Build the local test images without pulling anything:
 #   local/debian:12          debootstrap minbase from the host's apt mirror, docker import
 #   local/<dir>:latest       every tests/images/<dir>/Dockerfile, in the order below
+#   local/tf-lab:2.21.0      the lab image (labs/Dockerfile) on the local base, for --target docker
 # Docker's build cache makes a re-run cheap. Extra CA certificates of the host (a TLS-intercepting
 # proxy, a corporate CA) are handed to image builds that need PyPI, as users behind proxies need.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 IMAGES_DIR=tests/images
-ORDER=(debian-systemd debian-sshd tf-lab)
+ORDER=(debian-systemd debian-sshd)
 
 if ! docker info >/dev/null 2>&1; then
   if [[ "${CI:-}" == "true" ]]; then echo "build-images: no Docker daemon answers" >&2; exit 1; fi
@@ -50,3 +51,6 @@ for name in "${ORDER[@]}"; do
   docker build -q -t "local/$name:latest" "$dir" >/dev/null 2>"$dir/.build.log" \
     || { cat "$dir/.build.log" >&2; exit 1; }
 done
+
+# The lab image for `labctl run --target docker` and tests/k8s, on the local base.
+labs/build-image.sh --base local/debian:12
