@@ -181,6 +181,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, object]:
         "workers": args.workers, "ps": args.ps, "steps": args.steps, "dataset": args.dataset,
         "kill": args.kill, "stall_timeout": args.stall_timeout,
         "max_restarts": args.max_restarts, "target": args.target,
+        "namespace": getattr(args, "namespace", None), "image": getattr(args, "image", None),
     }
 
 
@@ -250,6 +251,10 @@ def report(run: rundir.RunDir, outcome: Outcome) -> int:
     if outcome.status == "succeeded":
         step = f", global step {outcome.global_step}" if outcome.global_step else ""
         print(f"labctl: succeeded in {outcome.wall_time_s:.1f} s{step}; run dir {where}")
+        return 0
+    if outcome.status == "skipped":
+        # e.g. lab 10 on a cluster without GPU capacity: nothing failed, nothing to retry.
+        print(f"labctl: skipped: {outcome.reason}")
         return 0
     print(f"labctl: {outcome.status}: {outcome.reason}", file=sys.stderr)
     if outcome.failed_task:

@@ -92,7 +92,7 @@ class JobFailed(Exception):
 
 @dataclass
 class Outcome:
-    status: str  # succeeded, failed, interrupted
+    status: str  # succeeded, failed, interrupted; skipped (a cluster target without the hardware)
     reason: str
     failed_task: str | None
     tail: list[str]

@@ -76,3 +76,15 @@ def test_list_does_not_import_tensorflow() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=30)
     assert proc.stdout.strip().endswith("False")
+
+
+@pytest.mark.parametrize(("status", "code"), [("succeeded", 0), ("skipped", 0),
+                                              ("failed", 1), ("interrupted", 130)])
+def test_report_exit_codes(tmp_path: Path, capsys, status: str, code: int) -> None:
+    from labctl import rundir
+    from labctl.job import Outcome
+
+    run = rundir.RunDir(tmp_path)
+    assert cli.report(run, Outcome(status, "no GPU capacity", None, [], 0, 1.0)) == code
+    if status == "skipped":
+        assert "skipped: no GPU capacity" in capsys.readouterr().out
