@@ -133,6 +133,10 @@ def task_env(extra: Mapping[str, str]) -> dict[str, str]:
     )
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO/WARNING noise hides the lab's output
+    # gRPC honours https_proxy: with a proxy set, loopback peers would hang silently. Any program
+    # (a lab or a `labctl launch` script) reaches its peers on 127.0.0.1 directly.
+    bypass = [h for h in env.get("no_grpc_proxy", "").split(",") if h]
+    env["no_grpc_proxy"] = ",".join(dict.fromkeys([*bypass, "127.0.0.1", "localhost"]))
     env.update(extra)
     return env
 

@@ -52,3 +52,11 @@ def test_launcher_shutdown_stops_the_rest_at_once(tmp_path: Path, monkeypatch) -
     assert controller.run().status == "succeeded"
     assert "terminating" not in screen.getvalue()
     assert controller.states[TaskSpec("ps", 0)].exit_code == -15
+
+
+def test_task_env_bypasses_grpc_proxies_for_loopback_peers(monkeypatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_grpc_proxy", "corp.internal")
+    env = task_env({})
+    assert env["no_grpc_proxy"].split(",") == ["corp.internal", "127.0.0.1", "localhost"]
+    assert "labs" in env["PYTHONPATH"]
