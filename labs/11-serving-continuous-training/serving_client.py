@@ -86,18 +86,18 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="the server's REST root, e.g. http://127.0.0.1:8501")
     args = parser.parse_args()
-    from sklearn.datasets import load_digits
+    from labkit.data import digits_raw
 
     transport = http_transport(args.url)
     try:
         print("versions:", status(transport))
-        digits = load_digits()
-        _, predicted = predict(transport, (digits.data[:8] / 16.0).tolist())
+        pixels, labels = digits_raw()
+        _, predicted = predict(transport, (pixels[:8] / 16.0).tolist())
     except (ServingError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("predicted:", predicted)
-    print("labels:   ", digits.target[:8].tolist())
+    print("labels:   ", labels[:8].tolist())
     return 0
 
 

@@ -27,7 +27,7 @@ def parse(description: str | None, *, training: bool = True, steps: int = 600,
         parser.add_argument("--steps", type=_positive, default=steps,
                             help="global training steps (default %(default)s)")
         parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits",
-                            help="digits ships with scikit-learn; mnist needs a download")
+                            help="digits ships with the kit; mnist needs a download")
         parser.add_argument("--batch-size", type=_positive, default=batch_size,
                             help="examples per step and worker (default %(default)s)")
         parser.add_argument("--learning-rate", type=float, default=learning_rate,

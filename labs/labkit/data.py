@@ -1,4 +1,8 @@
-"""The training data: scikit-learn's digits (offline, the default) or MNIST (needs a download).
+"""The training data: the 8x8 digits (offline, the default) or MNIST (needs a download).
+
+`digits.csv.gz` beside this file is the UCI handwritten-digits set as scikit-learn ships it
+(1797 rows: 64 pixel values 0-16, then the label; BSD-3). Shipping it here keeps lab programs
+free of scikit-learn, which the official TensorFlow images that pods run do not have.
 
 Every task of a run loads the same split (fixed seed), so test accuracy means the same thing
 whichever task measures it.
@@ -8,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from labkit.cluster import config_error
 
 DIGITS_TEST = 360  # of 1797 images: 20 %
+DIGITS_FILE = Path(__file__).with_name("digits.csv.gz")
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,18 @@ def load(name: str) -> Dataset:
                    x_test.astype(np.float32), y_test.astype(np.int32))
 
 
-def _digits() -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
+def digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits unscaled (pixels 0-16) and their labels, in the file's order."""
+    raw = np.loadtxt(DIGITS_FILE, delimiter=",")
+    return raw[:, :-1], raw[:, -1].astype(np.int64)
 
-    digits = load_digits()
-    order = np.random.default_rng(0).permutation(len(digits.target))
+
+def _digits() -> tuple[np.ndarray, ...]:
+    pixels, labels = digits_raw()
+    order = np.random.default_rng(0).permutation(len(labels))
     test, train = order[:DIGITS_TEST], order[DIGITS_TEST:]
-    x = digits.data / 16.0
-    return x[train], digits.target[train], x[test], digits.target[test]
+    x = pixels / 16.0
+    return x[train], labels[train], x[test], labels[test]
 
 
 def _mnist() -> tuple[np.ndarray, ...]:
