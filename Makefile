@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify clean
+.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify molecule clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,8 +57,12 @@ lint: venv-dev ## ruff, yamllint, ansible-lint
 bench: venv ## benchmark labs 04-07 (wall time, startup, steps/s, time to 0.95)
 	$(BIN)/python -m labctl.bench
 
-verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=inventory/vagrant)
-	$(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) --hosts='ansible://all'
+verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) \
+	  --hosts='ansible://all' $(if $(STAGES),--stages $(STAGES))
+
+molecule: venv-dev images ## run every Molecule scenario (SCENARIO=name for one)
+	$(BIN)/pytest tests/molecule $(if $(SCENARIO),-k $(SCENARIO))
 
 clean: ## remove lab runs and caches (keeps the venv)
 	rm -rf .labctl .pytest_cache .ruff_cache
