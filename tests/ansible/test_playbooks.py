@@ -1,5 +1,6 @@
-"""Playbooks and inventories: Ansible's own syntax check, the lint profiles, and the conventions
-of roles/README.md (groups, stage tags, cluster-wide variables) checked on the parsed files."""
+"""Playbooks and inventories: Ansible's own syntax check, the conventions of roles/README.md
+(groups, stage tags, cluster-wide variables) checked on the parsed files, and reset.yml and
+add-node.yml run for real. test_lint.py lints them with the rest of the repository."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from venv_run import run
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".venv/bin"
 PLAYBOOKS = sorted((REPO / "playbooks").glob("*.yml"))
 # site.yml's stages, in order; each is a playbook of that name and a tag of the same name.
 STAGES = [
@@ -30,20 +31,6 @@ STAGES = [
 ]
 GROUPS = {"kube_control_plane", "etcd", "kube_node", "k8s_cluster", "nfs_server", "gpu_nodes"}
 SAMPLE = REPO / "inventory/sample"
-LINTED = ["playbooks", "inventory/sample", "inventory/vagrant/group_vars", "cluster.yml"]
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [str(a) for a in args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
 
 
 def load(path: Path) -> list[dict]:
@@ -73,7 +60,7 @@ def readme_table(heading: str) -> list[list[str]]:
 
 
 def test_every_playbook_passes_the_syntax_check() -> None:
-    done = run(BIN / "ansible-playbook", "--syntax-check", "-i", SAMPLE, *PLAYBOOKS)
+    done = run("ansible-playbook", "--syntax-check", "-i", SAMPLE, *PLAYBOOKS)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -93,7 +80,7 @@ def test_a_tag_selects_one_role(tag: str) -> None:
     """K8S_ANSIBLE_TAGS picks stages: a role's tag runs that role's tasks and nothing else
     (argument validation is tagged `always` by Ansible; so is the wait for the nodes)."""
     done = run(
-        BIN / "ansible-playbook", "-i", SAMPLE, "--list-tasks", "--tags", tag,
+        "ansible-playbook", "-i", SAMPLE, "--list-tasks", "--tags", tag,
         REPO / "playbooks/site.yml",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -120,27 +107,12 @@ def test_reset_reads_the_etcd_roles_own_defaults() -> None:
     assert "etcd_data_dir" in yaml.safe_load(path.read_text())
 
 
-def test_yamllint() -> None:
-    done = run(BIN / "yamllint", "--strict", *LINTED)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_ansible_lint_production_profile() -> None:
-    # Roles are linted with their own tests; here the playbooks and inventories.
-    # (--exclude takes several paths: the paths to lint come first.)
-    done = run(
-        BIN / "ansible-lint", "--offline", "--profile", "production", "--nocolor",
-        *LINTED, "--exclude", "roles/", "molecule/",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 # The sample inventory, as Ansible parses it -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def sample() -> dict:
-    done = run(BIN / "ansible-inventory", "-i", SAMPLE, "--list", "--export")
+    done = run("ansible-inventory", "-i", SAMPLE, "--list", "--export")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -267,7 +239,7 @@ def node(require_docker: None, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def playbook(inventory: Path, name: str) -> subprocess.CompletedProcess[str]:
-    return run(BIN / "ansible-playbook", "-i", inventory / "hosts.yml", REPO / "playbooks" / name)
+    return run("ansible-playbook", "-i", inventory / "hosts.yml", REPO / "playbooks" / name)
 
 
 def recap_changed(output: str) -> int:

@@ -14,23 +14,16 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from venv_run import run
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ["Vagrantfile", "cluster.yml", "setup-vagrant", "ansible.cfg"]
 PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: never a node address
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +59,8 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_vagrant(project: Path, *args: str, **env: str) -> Run:
-    done = subprocess.run(
+def run_vagrant(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["vagrant", *args],
         cwd=project,
         env=clean_env(**env),
@@ -76,10 +69,9 @@ def run_vagrant(project: Path, *args: str, **env: str) -> Run:
         timeout=120,
         check=False,
     )
-    return Run(done.returncode, done.stdout, done.stderr)
 
 
-def validate(project: Path, **env: str) -> Run:
+def validate(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return run_vagrant(project, "validate", "--ignore-provider", **env)
 
 
@@ -91,26 +83,26 @@ def group(inv: dict, name: str) -> list[str]:
     return list((inv["all"]["children"][name].get("hosts") or {}).keys())
 
 
-def assert_one_line_error(run: Run, *fragments: str) -> None:
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """Non-zero exit, exactly one line on stderr naming the problem, no Ruby backtrace."""
-    assert run.returncode != 0, run.stdout
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
+    assert done.returncode != 0, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
     assert lines[0].startswith("cluster config: "), lines[0]
     for fragment in fragments:
         assert fragment in lines[0]
-    assert ".rb:" not in run.stderr and "Traceback" not in run.stderr
+    assert ".rb:" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_default_config_validates_and_writes_the_inventory(vagrant: str, project: Path) -> None:
-    run = validate(project)
-    assert run.returncode == 0, run.stderr
+    done = validate(project)
+    assert done.returncode == 0, done.stderr
     # Ruby warnings (a constant defined twice when Vagrant reloads the file) would show here.
-    assert run.stderr == ""
-    assert "Vagrantfile validated successfully." in run.stdout
-    assert "1 control plane + 2 workers = 3 VMs on virtualbox" in run.stdout
-    assert "in total 6 vCPUs and 12288 MiB" in run.stdout
-    assert run.stdout.count("Cluster: ") == 1  # the plan is shown once
+    assert done.stderr == ""
+    assert "Vagrantfile validated successfully." in done.stdout
+    assert "1 control plane + 2 workers = 3 VMs on virtualbox" in done.stdout
+    assert "in total 6 vCPUs and 12288 MiB" in done.stdout
+    assert done.stdout.count("Cluster: ") == 1  # the plan is shown once
 
     inv = inventory(project)
     hosts = inv["all"]["hosts"]
@@ -161,14 +153,7 @@ def test_generated_inventory_gives_every_host_every_cluster_variable(
     readme = (REPO / "roles/README.md").read_text().split("## Cluster-wide variables", 1)[1]
     wanted = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.MULTILINE))
     assert "kube_vip_address" in wanted
-    done = subprocess.run(
-        [str(REPO / ".venv/bin/ansible-inventory"), "-i", "inventory/vagrant", "--list"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run("ansible-inventory", "-i", project / "inventory/vagrant", "--list")
     assert done.returncode == 0, done.stderr
     hostvars = json.loads(done.stdout)["_meta"]["hostvars"]
     assert len(hostvars) == 5
@@ -179,10 +164,10 @@ def test_generated_inventory_gives_every_host_every_cluster_variable(
 
 
 def test_large_config_validates_with_a_vip(vagrant: str, project: Path) -> None:
-    run = validate(project, K8S_CONTROL_PLANES="3", K8S_WORKERS="5", K8S_CNI="calico")
-    assert run.returncode == 0, run.stderr
-    assert "3 control planes + 5 workers = 8 VMs" in run.stdout
-    assert "API server VIP: 192.168.56.10" in run.stdout
+    done = validate(project, K8S_CONTROL_PLANES="3", K8S_WORKERS="5", K8S_CNI="calico")
+    assert done.returncode == 0, done.stderr
+    assert "3 control planes + 5 workers = 8 VMs" in done.stdout
+    assert "API server VIP: 192.168.56.10" in done.stdout
 
     inv = inventory(project)
     assert group(inv, "kube_control_plane") == ["k8s-cp-1", "k8s-cp-2", "k8s-cp-3"]
@@ -199,19 +184,19 @@ def test_environment_beats_local_file_beats_defaults(vagrant: str, project: Path
     (project / "cluster.local.yml").write_text("workers: 3\nmemory: 3072\n")
     assert validate(project).returncode == 0
     assert len(group(inventory(project), "kube_node")) == 3
-    run = validate(project, K8S_WORKERS="4")
-    assert run.returncode == 0, run.stderr
-    assert "1 control plane + 4 workers" in run.stdout
-    assert "3072 MiB" in run.stdout  # the file's other setting still applies
+    done = validate(project, K8S_WORKERS="4")
+    assert done.returncode == 0, done.stderr
+    assert "1 control plane + 4 workers" in done.stdout
+    assert "3072 MiB" in done.stdout  # the file's other setting still applies
     assert len(group(inventory(project), "kube_node")) == 4
 
 
 def test_libvirt_provider_with_a_gpu_worker(vagrant: str, project: Path) -> None:
-    run = validate(project, K8S_PROVIDER="libvirt", K8S_GPU_PCI="0000:01:00.0")
-    assert run.returncode == 0, run.stderr
-    assert "on libvirt" in run.stdout
-    assert "cloud-image/ubuntu-24.04" in run.stdout
-    assert "worker, GPU 0000:01:00.0" in run.stdout
+    done = validate(project, K8S_PROVIDER="libvirt", K8S_GPU_PCI="0000:01:00.0")
+    assert done.returncode == 0, done.stderr
+    assert "on libvirt" in done.stdout
+    assert "cloud-image/ubuntu-24.04" in done.stdout
+    assert "worker, GPU 0000:01:00.0" in done.stdout
     inv = inventory(project)
     assert group(inv, "gpu_nodes") == ["k8s-worker-1"]
     key = inv["all"]["hosts"]["k8s-cp-1"]["ansible_ssh_private_key_file"]
@@ -219,15 +204,15 @@ def test_libvirt_provider_with_a_gpu_worker(vagrant: str, project: Path) -> None
 
 
 def test_ansible_tags_reach_the_plan(vagrant: str, project: Path) -> None:
-    run = validate(project, K8S_ANSIBLE_TAGS="common, containerd,etcd")
-    assert run.returncode == 0, run.stderr
-    assert "Ansible tags: common,containerd,etcd" in run.stdout
+    done = validate(project, K8S_ANSIBLE_TAGS="common, containerd,etcd")
+    assert done.returncode == 0, done.stderr
+    assert "Ansible tags: common,containerd,etcd" in done.stdout
 
 
 def test_configured_provider_is_vagrants_default(vagrant: str, project: Path) -> None:
-    run = run_vagrant(project, "status", K8S_PROVIDER="libvirt")
-    assert run.returncode == 0, run.stderr
-    assert "k8s-cp-1                  not created (libvirt)" in run.stdout
+    done = run_vagrant(project, "status", K8S_PROVIDER="libvirt")
+    assert done.returncode == 0, done.stderr
+    assert "k8s-cp-1                  not created (libvirt)" in done.stdout
 
 
 @pytest.mark.parametrize(
@@ -277,8 +262,8 @@ def test_configured_provider_is_vagrants_default(vagrant: str, project: Path) ->
 def test_bad_setting_stops_vagrant_with_one_line(
     vagrant: str, project: Path, env: dict[str, str], fragments: list[str]
 ) -> None:
-    run = validate(project, **env)
-    assert_one_line_error(run, *fragments)
+    done = validate(project, **env)
+    assert_one_line_error(done, *fragments)
     # Nothing half-done: no inventory for a cluster that cannot exist.
     assert not (project / "inventory/vagrant/hosts.yml").exists()
 
@@ -303,8 +288,8 @@ def test_bad_local_file_stops_vagrant_with_one_line(
 def test_provider_flag_wins_and_is_checked_before_boot(vagrant: str, project: Path) -> None:
     # The subnet is fine for VirtualBox but collides with libvirt's management network: the
     # error proves --provider was read, and it stops `vagrant up` before any machine exists.
-    run = run_vagrant(project, "up", "--provider=libvirt", K8S_SUBNET="192.168.121.0/24")
-    assert_one_line_error(run, "management network", "(from K8S_SUBNET)")
+    done = run_vagrant(project, "up", "--provider=libvirt", K8S_SUBNET="192.168.121.0/24")
+    assert_one_line_error(done, "management network", "(from K8S_SUBNET)")
     assert not (project / ".vagrant/machines").exists()
 
 
@@ -501,13 +486,7 @@ def test_setup_vagrant_rejects_a_non_number(project: Path) -> None:
 
 
 def test_setup_vagrant_is_ruff_clean() -> None:
-    ruff = REPO / ".venv/bin/ruff"
-    done = subprocess.run(
-        [str(ruff), "check", "--no-cache", str(REPO / "setup-vagrant")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = run("ruff", "check", "--no-cache", "setup-vagrant")
     assert done.returncode == 0, done.stdout
 
 
