@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -26,16 +27,20 @@ PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: never a node address
 
 
+def missing(reason: str) -> NoReturn:
+    """Skip loudly; in CI (CI=true) fail instead: `make test` installs what the tests need."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+
+
 @pytest.fixture(scope="module")
 def vagrant() -> str:
     """Debian's vagrant; its absence skips loudly, and fails in CI (make test installs it)."""
     path = shutil.which("vagrant")
-    if path:
-        return path
-    reason = "vagrant is not installed (make tools installs it: apt-get install -y vagrant)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+    if path is None:
+        missing("vagrant is not installed (make tools installs it: apt-get install -y vagrant)")
+    return path
 
 
 @pytest.fixture
@@ -59,16 +64,22 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_vagrant(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def in_project(project: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `command` in the project copy with only the given cluster settings."""
     return subprocess.run(
-        ["vagrant", *args],
+        command,
         cwd=project,
         env=clean_env(**env),
         capture_output=True,
         text=True,
+        stdin=subprocess.DEVNULL,
         timeout=120,
         check=False,
     )
+
+
+def run_vagrant(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return in_project(project, "vagrant", *args, **env)
 
 
 def validate(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -302,23 +313,13 @@ def vagrant_ruby(vagrant: str) -> None:
     probe = subprocess.run(
         ["ruby", "-e", 'gem "vagrant"'], capture_output=True, text=True, check=False
     )
-    if probe.returncode == 0:
-        return
-    reason = "no Ruby that loads Vagrant's library (Debian's vagrant package provides one)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
+    if probe.returncode != 0:
+        missing("no Ruby that loads Vagrant's library (Debian's vagrant package provides one)")
 
 
 def machines(project: Path, provider: str, **env: str) -> list[dict]:
-    done = subprocess.run(
-        ["ruby", str(REPO / "tests/ansible/vagrant_config.rb"), provider],
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    done = in_project(
+        project, "ruby", str(REPO / "tests/ansible/vagrant_config.rb"), provider, **env
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -410,16 +411,7 @@ def fake_vagrant(project: Path, real: str) -> Path:
 
 
 def setup_vagrant(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(project / "setup-vagrant"), *args],
-        cwd=project,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
+    return in_project(project, str(project / "setup-vagrant"), *args, **env)
 
 
 def test_setup_vagrant_writes_flags_and_boots(vagrant: str, project: Path) -> None:
