@@ -16,7 +16,9 @@ def metrics_server_patch(docs: list[dict[str, Any]], args: list[str]) -> list[di
     """Return the manifest with `args` set on the metrics-server container (same flag replaced)."""
     out = [copy.deepcopy(d) for d in docs if d]
     deployments = [
-        d for d in out if d.get("kind") == "Deployment" and d["metadata"]["name"] == "metrics-server"
+        d
+        for d in out
+        if d.get("kind") == "Deployment" and d["metadata"]["name"] == "metrics-server"
     ]
     if len(deployments) != 1:
         raise AnsibleFilterError("metrics-server manifest: expected one Deployment metrics-server")
