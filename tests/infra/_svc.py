@@ -32,8 +32,12 @@ def _inventory(request: pytest.FixtureRequest) -> str:
 
 
 def host_named(request: pytest.FixtureRequest, name: str) -> Any:
-    """Another inventory host, reached the way the current test reaches its own."""
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={_inventory(request)}")
+    """Another inventory host, reached the way the current test reaches its own (with --sudo
+    where the inventory's user is not root, as on Vagrant machines)."""
+    return testinfra.get_host(
+        f"ansible://{name}?ansible_inventory={_inventory(request)}",
+        sudo=request.config.option.sudo,
+    )
 
 
 def group_hosts(request: pytest.FixtureRequest, group: str) -> list[str]:

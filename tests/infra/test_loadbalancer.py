@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from _svc import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
+from conftest import selected_stages
 
 testinfra_hosts = ["ansible://kube_control_plane"]
 
@@ -56,6 +57,16 @@ def _backends(host: Any) -> dict[str, str]:
     }
 
 
+def _require_api_servers(request: pytest.FixtureRequest, host: Any) -> None:
+    """The backends are the API servers: before the control_plane stage (the docker provider's
+    offline stages) none answers. Molecule's stand-ins and a full cluster always check."""
+    stages = selected_stages(request.config)
+    if stages is None or "control_plane" in stages or "UP" in _backends(host).values():
+        return
+    ran = ", ".join(sorted(stages))
+    pytest.skip(f"no API server behind the VIP: stage control_plane not run (stages: {ran})")
+
+
 def _cluster(request: pytest.FixtureRequest, v: dict[str, Any]) -> list[Any]:
     return [host_named(request, n) for n in group_hosts(request, v["loadbalancer_group"])]
 
@@ -80,6 +91,7 @@ def test_haproxy_backends_are_every_control_plane_node(
     }
     assert servers == expected
     assert host.run("haproxy -c -f /etc/haproxy/haproxy.cfg").rc == 0
+    _require_api_servers(request, host)
     assert set(_backends(host).values()) == {"UP"}, _backends(host)
 
 
@@ -100,6 +112,7 @@ def test_exactly_one_node_holds_the_vip_and_it_answers(
     v = _vars(host)
     holders = _holders(_cluster(request, v), v["kube_vip_address"])
     assert len(holders) == 1, f"VIP held by {[h.backend.host for h in holders]}"
+    _require_api_servers(request, host)
     answer = host.run(GET + _vip_url(v))
     assert answer.rc == 0, answer.stderr
 
