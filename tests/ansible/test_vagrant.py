@@ -220,6 +220,14 @@ def test_ansible_tags_reach_the_plan(vagrant: str, project: Path) -> None:
     assert "Ansible tags: common,containerd,etcd" in done.stdout
 
 
+def test_provider_precedence(vagrant: str, project: Path) -> None:
+    (project / "cluster.local.yml").write_text("provider: virtualbox\n")
+    done = validate(project, VAGRANT_DEFAULT_PROVIDER="libvirt")
+    assert "3 VMs on libvirt" in done.stdout, done.stderr
+    done = validate(project, VAGRANT_DEFAULT_PROVIDER="libvirt", K8S_PROVIDER="virtualbox")
+    assert "3 VMs on virtualbox" in done.stdout, done.stderr
+
+
 def test_configured_provider_is_vagrants_default(vagrant: str, project: Path) -> None:
     done = run_vagrant(project, "status", K8S_PROVIDER="libvirt")
     assert done.returncode == 0, done.stderr
