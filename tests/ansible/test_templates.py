@@ -273,6 +273,8 @@ def test_containerd_config_uses_systemd_cgroups(rendered: Any, version: str) -> 
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert runc["options"]["SystemdCgroup"] is True
     assert sandbox == "registry.k8s.io/pause:3.10.2"  # kubeadm 1.36/1.37's pause
+    # nvidia-ctk writes its runtime to a drop-in instead of rewriting this file.
+    assert config["imports"] == ["/etc/containerd/conf.d/*.toml"]
     # bin_dir became bin_dirs in 2.1 and was removed in 2.3.
     if version in ("1.7.22", "2.0.5"):
         assert cri["cni"]["bin_dir"] == "/opt/cni/bin"
