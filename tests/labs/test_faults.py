@@ -5,30 +5,15 @@ After every run, no process of it is left. One TF cluster at a time (a 2-core ma
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from labctl import procs
+from labrun import REPO, labctl
 
 pytestmark = [pytest.mark.labs, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 TF_FIXTURE = REPO / "tests" / "unit" / "fixtures" / "tf_cluster.py"
-
-
-def labctl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
-    env.pop("LABCTL_LABS_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "labctl", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=False)
-    left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]
-    assert left == [], f"labctl {' '.join(args)} left processes {left}"
-    return proc
 
 
 def latest(state: Path, group: str) -> dict[str, Any]:

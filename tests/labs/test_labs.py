@@ -18,23 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labrun import REPO, labctl
 
-from labctl import procs
-
-REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"
 LAB_DIRS = sorted(p.name for p in LABS.glob("0[1-7]-*"))
-
-
-def labctl(state: Path, *args: str, env: dict[str, str] | None = None,
-           ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {}), "LABCTL_STATE_DIR": str(state)}
-    full_env.pop("LABCTL_LABS_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "labctl", *args], env=full_env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=False)
-    left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]
-    assert left == [], f"labctl {' '.join(args)} left processes {left}"
-    return proc
 
 
 def latest(state: Path, lab: str) -> tuple[dict[str, Any], Path]:

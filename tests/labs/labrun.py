@@ -1,0 +1,24 @@
+"""Run `labctl` as an attendee does, with its state under a test's own directory, and make sure
+no process of that run outlives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from labctl import procs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def labctl(state: Path, *args: str, env: dict[str, str] | None = None,
+           ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {}), "LABCTL_STATE_DIR": str(state)}
+    full_env.pop("LABCTL_LABS_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "labctl", *args], env=full_env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600, check=False)
+    left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]
+    assert left == [], f"labctl {' '.join(args)} left processes {left}"
+    return proc
