@@ -307,7 +307,8 @@ def run_all(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
-    run = rundir.find(lab.name, args.run)
+    target = " --target k8s" if lab.kind == "cluster" else ""
+    run = rundir.find(lab.name, args.run, start=f"labctl run {lab.name[:2]}{target}")
     if rundir.is_active(run):
         raise UsageError(f"run {run.run_id} of {lab.name} is still running: check it when done")
     return _check_and_print(lab, run)[1]

@@ -80,8 +80,9 @@ def create(group: str, now: float | None = None) -> RunDir:
     raise RuntimeError(f"cannot create a run directory under {root}")
 
 
-def find(group: str, run_id: str | None = None) -> RunDir:
-    """The named run, or the latest one; UsageError when there is none."""
+def find(group: str, run_id: str | None = None, start: str | None = None) -> RunDir:
+    """The named run, or the latest one; UsageError when there is none (naming `start`, the
+    command that makes one)."""
     root = runs_root(group)
     path = root / (run_id or LATEST)
     if run_id and (run_id in (".", "..") or "/" in run_id):
@@ -89,7 +90,8 @@ def find(group: str, run_id: str | None = None) -> RunDir:
     if not path.is_dir():
         if run_id:
             raise UsageError(f"no run {run_id!r} of {group}; runs are under {root}")
-        raise UsageError(f"{group} has no run yet: start one with `labctl run {group}`")
+        start = start or f"labctl run {group}"
+        raise UsageError(f"{group} has no run yet: start one with `{start}`")
     return RunDir(path.resolve())
 
 
