@@ -403,6 +403,57 @@ def test_libvirt_machines_with_gpu_and_tags(vagrant_ruby: None, project: Path) -
     assert loaded[-1]["provisioners"][0]["tags"] == ["common", "containerd"]
 
 
+def test_docker_machines_are_unprivileged_systemd_containers(
+    vagrant_ruby: None, project: Path
+) -> None:
+    """The docker provider (booted for real in tests/vagrant): an image instead of a box, the
+    subnet as a Docker network, only the capabilities the roles need."""
+    loaded = machines(project, "docker", K8S_PROVIDER="docker", K8S_CONTROL_PLANES="3")
+    label = f"tf-k8s-workshop.project={project}"
+    for machine in loaded:
+        assert machine["box"] is None
+        (network,) = [n for n in machine["networks"] if n["type"] == "private_network"]
+        # Docker makes the network's CIDR from ip/netmask: a prefix length, not 255.255.255.0.
+        assert (network["netmask"], network["docker_network__label"]) == (24, label)
+        docker = machine["provider"]
+        assert docker["image"] == "local/debian-sshd:latest"
+        assert (docker["has_ssh"], docker["remains_running"], docker["privileged"]) == (
+            True, True, False,
+        )  # fmt: skip
+        args = docker["create_args"]
+        assert {"--cgroupns=host", "--volume=/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs=/run"} <= (
+            set(args)
+        )
+        assert f"--label={label}" in args
+        assert [a for a in args if a.startswith(("--cpus", "--mem"))] == [
+            "--cpus=2",
+            "--memory=4096m",
+        ]
+        caps = [a for a in args if a.startswith("--cap-add=")]
+        if machine["name"].startswith("k8s-cp-"):
+            assert caps == ["--cap-add=SYS_TIME", "--cap-add=NET_ADMIN"]
+            assert "--sysctl=net.ipv4.ip_nonlocal_bind=1" in args
+        else:
+            assert caps == ["--cap-add=SYS_TIME"]
+            assert not [a for a in args if "ip_nonlocal_bind" in a]
+    # One control plane: no VIP, so no NET_ADMIN anywhere.
+    single = machines(project, "docker", K8S_PROVIDER="docker")
+    assert all("--cap-add=NET_ADMIN" not in m["provider"]["create_args"] for m in single)
+
+
+def test_existing_machines_keep_their_provider(vagrant: str, project: Path) -> None:
+    """After `vagrant up --provider=docker`, `vagrant provision` (no flag) must configure docker
+    again: Vagrant records each machine's provider under .vagrant/machines/NAME/PROVIDER/."""
+    state = project / ".vagrant/machines/k8s-cp-1/docker"
+    state.mkdir(parents=True)
+    (state / "id").write_text("0123456789ab")
+    done = validate(project)
+    assert done.returncode == 0, done.stderr
+    assert "3 VMs on docker" in done.stdout
+    key = inventory(project)["all"]["hosts"]["k8s-cp-1"]["ansible_ssh_private_key_file"]
+    assert key.endswith("/k8s-cp-1/docker/private_key")
+
+
 # setup-vagrant ------------------------------------------------------------------------------
 
 
