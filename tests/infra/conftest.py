@@ -53,7 +53,8 @@ def inventory_runner(host: Any) -> AnsibleRunner:
     runner = getattr(host.backend, "ansible_runner", None)
     if runner is None:
         pytest.fail(
-            "tests/infra runs over Ansible: pass --hosts='ansible://all' --ansible-inventory=…"
+            "tests/infra runs over Ansible: pass --connection=ansible --ansible-inventory=… "
+            "(not --hosts, which would override each module's testinfra_hosts)"
         )
     return runner
 
