@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify molecule clean
+.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify molecule vagrant-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,7 +59,10 @@ bench: venv ## benchmark labs 04-07 (wall time, startup, steps/s, time to 0.95)
 
 verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) \
-	  --hosts='ansible://all' $(if $(STAGES),--stages $(STAGES))
+	  --connection=ansible --sudo $(if $(STAGES),--stages $(STAGES))
+
+vagrant-docker: venv-dev images ## the Vagrantfile on docker (1+2, 3+1): offline stages, idempotence, verify, destroy
+	$(BIN)/pytest tests/vagrant
 
 molecule: venv-dev images ## run every Molecule scenario (SCENARIO=name for one)
 	$(BIN)/pytest tests/molecule $(if $(SCENARIO),-k $(SCENARIO))
