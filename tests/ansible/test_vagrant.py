@@ -15,32 +15,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import yaml
+from prereqs import missing
 from venv_run import run
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ["Vagrantfile", "cluster.yml", "setup-vagrant", "ansible.cfg"]
 PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: never a node address
-
-
-def missing(reason: str) -> NoReturn:
-    """Skip loudly; in CI (CI=true) fail instead: `make test` installs what the tests need."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
-
-
-@pytest.fixture(scope="module")
-def vagrant() -> str:
-    """Debian's vagrant; its absence skips loudly, and fails in CI (make test installs it)."""
-    path = shutil.which("vagrant")
-    if path is None:
-        missing("vagrant is not installed (make tools installs it: apt-get install -y vagrant)")
-    return path
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prereqs import missing
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.prefix) / "bin"
@@ -80,19 +81,6 @@ CONFIGS = [
         ("k8s-cp-1", "k8s-cp-2", "k8s-cp-3"),
     ),
 ]
-
-
-def missing(reason: str) -> None:
-    """Skip loudly, or fail in CI, where the tool should have been installed."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(f"SKIPPED LOUDLY: {reason}")
-
-
-@pytest.fixture(scope="session")
-def require_vagrant() -> None:
-    if shutil.which("vagrant") is None:
-        missing("vagrant is not installed (make tools installs it: apt-get install -y vagrant)")
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +176,7 @@ def tail(done: subprocess.CompletedProcess[str]) -> str:
 def cluster(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    require_vagrant: None,
+    vagrant: str,
     require_image: None,
 ) -> Iterator[Cluster]:
     """A booted and provisioned cluster; destroyed afterwards, whatever happened."""
