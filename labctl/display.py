@@ -43,14 +43,15 @@ class Display(Protocol):
 
 
 class PlainDisplay:
-    def __init__(self, title: str, total: int | None, quiet: bool, stream=None) -> None:
+    def __init__(self, title: str, total: int | None, quiet: bool, width: int = 0,
+                 stream=None) -> None:
         self.title, self.total, self.quiet = title, total, quiet
         self.stream = stream or sys.stdout
         self.started = time.monotonic()
         self.shown_at = 0.0
         self.shown_step: int | None = None
         self.last: StepTracker | None = None
-        self.width = 0
+        self.width = width  # the longest task name: prefixes line up from the first line on
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -84,7 +85,7 @@ class PlainDisplay:
 
 
 class RichDisplay:
-    def __init__(self, title: str, total: int | None, quiet: bool) -> None:
+    def __init__(self, title: str, total: int | None, quiet: bool, width: int = 0) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -106,7 +107,7 @@ class RichDisplay:
         )
         self.task_id = self.bar.add_task(title, total=total, metrics="starting")
         self.colors: dict[TaskSpec, str] = {}
-        self.width = 0
+        self.width = width
         self.bar.start()
 
     def line(self, task: TaskSpec, text: str) -> None:
@@ -130,7 +131,7 @@ class RichDisplay:
         self.bar.stop()
 
 
-def make_display(title: str, total: int | None, quiet: bool) -> Display:
+def make_display(title: str, total: int | None, quiet: bool, width: int = 0) -> Display:
     if sys.stdout.isatty():
-        return RichDisplay(title, total, quiet)
-    return PlainDisplay(title, total, quiet)
+        return RichDisplay(title, total, quiet, width)
+    return PlainDisplay(title, total, quiet, width)

@@ -43,7 +43,8 @@ def execute(
     record = {**record, "run_id": run.run_id, "status": "running", "launcher_pid": os.getpid(),
               "started": rundir.iso(time.time())}
     run.write(record)
-    display = make_display(spec.title, spec.total_steps, quiet)
+    width = max((len(task.name) for task in spec.tasks), default=0)
+    display = make_display(spec.title, spec.total_steps, quiet, width)
     controller = Controller(spec, backend, run, display, lambda snap: run.write(record | snap))
     try:
         with sigterm_as_interrupt():

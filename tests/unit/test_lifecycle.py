@@ -190,7 +190,8 @@ def test_launch_any_program(labctl, state: Path, tmp_path: Path) -> None:
     meta = run_json(state, "launch")
     assert meta["success"] == "chief:0" and meta["status"] == "succeeded"
     assert set(meta["cluster"]) == {"chief", "ps", "worker"}
-    assert "chief:0 | chief:0 starting" in proc.stdout
+    # Prefixes are padded to the longest task name (worker:0) from the first line on.
+    assert "chief:0  | chief:0 starting" in proc.stdout
 
 
 def test_done_queue_tasks_end_by_themselves_and_restart_after_success(labctl, state) -> None:
