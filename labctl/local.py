@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labctl import rundir, supervise
+from labctl import procs, rundir, supervise
 from labctl.job import JobSpec, Lines, Outcome
 from labctl.labs import labs_dir
 from labctl.ports import free_ports
@@ -164,4 +164,9 @@ def execute(
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
     record = {**meta, "target": "local", "cluster": cluster}
-    return run, supervise.execute(run, spec, record, backend, quiet)
+    try:
+        return run, supervise.execute(run, spec, record, backend, quiet)
+    finally:
+        # Backstop: a task whose start Ctrl-C interrupted has no handle to stop; its marker
+        # still finds it (as it finds whatever a task started itself).
+        procs.kill_run(run.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 RUN_ENV = "LABCTL_RUN"
@@ -37,3 +38,16 @@ def kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def kill_run(run: Path, wait_s: float = 2.0) -> list[int]:
+    """Kill every process marked with `run` and wait (up to `wait_s`) until they are gone."""
+    pids = [pid for pid, owner in run_processes().items() if owner == run]
+    kill(pids)
+    deadline = time.monotonic() + wait_s
+    left = pids
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = run_processes()
+        left = [pid for pid in left if pid in alive]
+    return pids

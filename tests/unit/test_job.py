@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from labctl import rundir
@@ -60,3 +63,24 @@ def test_task_env_bypasses_grpc_proxies_for_loopback_peers(monkeypatch) -> None:
     env = task_env({})
     assert env["no_grpc_proxy"].split(",") == ["corp.internal", "127.0.0.1", "localhost"]
     assert "labs" in env["PYTHONPATH"]
+
+
+def test_kill_run_kills_only_that_runs_marked_processes(tmp_path: Path) -> None:
+    from labctl import procs
+
+    def marked(run: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                env={**os.environ, procs.RUN_ENV: str(run)})
+
+    mine, other = marked(tmp_path / "mine"), marked(tmp_path / "other")
+    try:
+        deadline = time.monotonic() + 10
+        while len([r for r in procs.run_processes().values() if r.is_relative_to(tmp_path)]) < 2:
+            assert time.monotonic() < deadline, "marked processes never showed up"
+            time.sleep(0.05)
+        assert procs.kill_run(tmp_path / "mine") == [mine.pid]
+        assert mine.wait(timeout=5) == -9
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
