@@ -112,6 +112,8 @@ class ApiServer:
         self.log: list[tuple[str, str]] = []  # (verb, path)
         self.lock = threading.Lock()
         self.rv = 1
+        # Called with each object a request changed (what a kubelet or controller would see).
+        self.on_update: Callable[[Obj], None] = lambda obj: None
         self.by_plural = {r[3]: r for r in RESOURCES}
         handler = type("Handler", (_Handler,), {"api": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -200,6 +202,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
+    def _decision(self) -> list[Obj]:
+        """The conditions of an approval request. kubectl sends built-in kinds as protobuf; its
+        condition types are plain strings in that encoding, so they are looked up as bytes."""
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if "protobuf" not in (self.headers.get("Content-Type") or ""):
+            return json.loads(raw).get("status", {}).get("conditions", [])
+        return [{"type": t, "status": "True"} for t in ("Approved", "Denied")
+                if t.encode() in raw]
+
     def _discovery(self, path: str) -> Obj | None:
         if path == "/version":
             return {"major": "1", "minor": "37", "gitVersion": "v1.37.1"}
@@ -263,10 +274,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if not dry_run:
                     del api.objects[key]
                 return self._send(200, current)
-            body = self._body()
             if verb == "PUT" and m["sub"] == "approval":
-                current["status"] = body.get("status", {})
+                current["status"] = {"conditions": self._decision()}
+                api.on_update(current)
                 return self._send(200, current)
+            body = self._body()
             new = body if verb == "PUT" else _merge(current, body)
             if dry_run:
                 return self._send(200, new)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _csr import csr, ip_san, own_sans
 from apiserver_standin import ApiServer
 from venv_run import run
 
@@ -35,8 +36,8 @@ def play(tmp_path: Path, api: ApiServer, role: str, tasks_from: str = "main",
               "k8s_cluster": {"hosts": {name: {} for name in hosts or {}}},
               "nfs_server": {"hosts": {"localhost": {}}}}
     inventory = {"all": {
-        "hosts": {name: {"k8s_node_ip": ip["k8s_node_ip"], "ansible_connection": "local"}
-                  for name, ip in (hosts or {}).items()},
+        "hosts": {name: {**hostvars, "ansible_connection": "local"}
+                  for name, hostvars in (hosts or {}).items()},
         "children": groups,
     }}
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
@@ -76,3 +77,72 @@ def test_nfs_provisioner_install_finishes_and_proves_a_volume(
                    nfs_provisioner_wait_timeout=15)
     assert rc == 0, out[-3000:]
     assert "changed=0" in out, out[-2000:]
+
+
+NODES = {"k8s-cp-1": "192.168.56.11", "k8s-worker-1": "192.168.56.21"}
+
+
+def _kubelet(api: ApiServer, certs: Path) -> None:
+    """What a kubelet does once its request is approved: write the serving certificate."""
+    def on_update(obj: dict[str, Any]) -> None:
+        approved = [c for c in obj.get("status", {}).get("conditions", [])
+                    if c["type"] == "Approved"]
+        if obj["kind"] == "CertificateSigningRequest" and approved:
+            node = obj["spec"]["username"].removeprefix("system:node:")
+            (certs / node / "kubelet-server-current.pem").write_text("issued")
+    api.on_update = on_update
+
+
+def csr_vars(tmp_path: Path, api: ApiServer) -> dict[str, Any]:
+    """Role variables; each node's files live under tmp_path/NODE/ (joined: kubelet.conf)."""
+    for node in NODES:
+        (tmp_path / node).mkdir()
+        (tmp_path / node / "kubelet.conf").write_text("joined")
+    return {
+        "kubelet_csr_enabled": True,
+        "kubelet_csr_kubeconfig": str(tmp_path / "kubeconfig"),
+        "kubelet_csr_wait_timeout": 10,
+    }
+
+
+def node_hosts(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    return {n: {"k8s_node_ip": ip,
+                "kubelet_csr_kubelet_kubeconfig": str(tmp_path / n / "kubelet.conf"),
+                "kubelet_csr_serving_cert": str(tmp_path / n / "kubelet-server-current.pem")}
+            for n, ip in NODES.items()}
+
+
+def test_kubelet_serving_certificates_are_approved_for_joined_nodes(
+    tmp_path: Path, api: ApiServer
+) -> None:
+    extra = csr_vars(tmp_path, api)
+    _kubelet(api, tmp_path)
+    for i, node in enumerate(NODES):
+        api.add(csr(f"csr-{i}", f"system:node:{node}", own_sans(node, NODES[node])))
+    hosts = node_hosts(tmp_path)
+    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    assert rc == 0, out[-3000:]
+    assert sorted(api.kinds("PUT")) == [
+        "certificatesigningrequests/csr-0", "certificatesigningrequests/csr-1"]
+
+    # Every node holds its certificate: a second run changes nothing.
+    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    assert rc == 0, out[-3000:]
+    assert "changed=0" in out, out[-2000:]
+
+
+def test_a_request_naming_another_address_is_left_pending_and_named(
+    tmp_path: Path, api: ApiServer
+) -> None:
+
+    extra = csr_vars(tmp_path, api)
+    _kubelet(api, tmp_path)
+    nat = ip_san("10.0.2.15")
+    api.add(csr("csr-cp", "system:node:k8s-cp-1", own_sans("k8s-cp-1", NODES["k8s-cp-1"])))
+    api.add(csr("csr-nat", "system:node:k8s-worker-1",
+                [*own_sans("k8s-worker-1", NODES["k8s-worker-1"]), nat]))
+    hosts = node_hosts(tmp_path)
+    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    assert rc != 0
+    assert "kubelet_csr: k8s-worker-1 has no serving certificate" in out, out[-3000:]
+    assert api.kinds("PUT") == ["certificatesigningrequests/csr-cp"]

@@ -8,8 +8,6 @@ a fixture shaped like the release's Deployment.
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import re
 import runpy
 from pathlib import Path
@@ -17,11 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
+from _csr import csr, ip_san, own_sans
 from _services import HA, docs, render
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509 import DNSName, RFC822Name
 from kubernetes_validate import utils as kv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -214,58 +210,36 @@ def test_metrics_server_release_is_pinned() -> None:
 NODES = {"k8s-worker-1": "192.168.56.21", "k8s-worker-2": "192.168.56.22"}
 
 
-def _csr(name: str, user: str, sans: list[Any], **fields: Any) -> dict[str, Any]:
-    """A CertificateSigningRequest object as the API returns it, with a real signed request."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fields.get("cn", user))]))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = request.public_bytes(serialization.Encoding.PEM)
-    spec = {
-        "signerName": "kubernetes.io/kubelet-serving",
-        "username": user,
-        "request": base64.b64encode(pem).decode(),
-    }
-    return {
-        "metadata": {"name": name},
-        "spec": {**spec, **fields.get("spec", {})},
-        **fields.get("top", {}),
-    }
-
-
 def _own(node: str) -> list[Any]:
-    return [x509.DNSName(node), x509.IPAddress(ipaddress.ip_address(NODES[node]))]
+    return own_sans(node, NODES[node])
 
 
 def test_kubelet_serving_requests_are_approved_only_for_the_node_itself() -> None:
-    approve = runpy.run_path(str(REPO / "roles/metrics/filter_plugins/kubelet_csr.py"))[
+    approve = runpy.run_path(str(REPO / "roles/kubelet_csr/filter_plugins/kubelet_csr.py"))[
         "kubelet_csrs_to_approve"
     ]
     w1, w2 = "system:node:k8s-worker-1", "system:node:k8s-worker-2"
-    nat = x509.IPAddress(ipaddress.ip_address("10.0.2.15"))
+    nat = ip_san("10.0.2.15")
     csrs = [
-        _csr("good-1", w1, _own("k8s-worker-1")),
-        _csr("good-2-name-only", w2, [x509.DNSName("k8s-worker-2")]),
-        _csr("nat-address", w1, [*_own("k8s-worker-1"), nat]),
-        _csr("other-nodes-name", w1, [x509.DNSName("k8s-worker-2")]),
-        _csr("unknown-node", "system:node:intruder", [x509.DNSName("intruder")]),
-        _csr("not-a-node", "alice", [x509.DNSName("k8s-worker-1")]),
-        _csr("cn-of-another-node", w1, _own("k8s-worker-1"), cn=w2),
-        _csr(
+        csr("good-1", w1, _own("k8s-worker-1")),
+        csr("good-2-name-only", w2, [DNSName("k8s-worker-2")]),
+        csr("nat-address", w1, [*_own("k8s-worker-1"), nat]),
+        csr("other-nodes-name", w1, [DNSName("k8s-worker-2")]),
+        csr("unknown-node", "system:node:intruder", [DNSName("intruder")]),
+        csr("not-a-node", "alice", [DNSName("k8s-worker-1")]),
+        csr("cn-of-another-node", w1, _own("k8s-worker-1"), cn=w2),
+        csr(
             "client-signer",
             w1,
             _own("k8s-worker-1"),
             spec={"signerName": "kubernetes.io/kube-apiserver-client-kubelet"},
         ),
-        _csr(
+        csr(
             "already-approved",
             w1,
             _own("k8s-worker-1"),
             top={"status": {"conditions": [{"type": "Approved"}]}},
         ),
-        _csr("email-san", w1, [*_own("k8s-worker-1"), x509.RFC822Name("a@b.c")]),
+        csr("email-san", w1, [*_own("k8s-worker-1"), RFC822Name("a@b.c")]),
     ]
     assert approve(csrs, NODES) == ["good-1", "good-2-name-only"]

@@ -89,6 +89,29 @@ def test_a_tag_selects_one_role(tag: str) -> None:
     assert selected and all(name.startswith(f"{tag} : ") for name in selected), selected
 
 
+def roles_in_order(playbook: str) -> list[str]:
+    return [entry["role"] for play in load(REPO / "playbooks" / playbook)
+            for entry in play.get("roles", [])]
+
+
+@pytest.mark.parametrize(("playbook", "after"), [
+    ("control-plane.yml", "control_plane"), ("nodes.yml", "node")])
+def test_kubelet_serving_certificates_are_approved_where_nodes_join(
+    playbook: str, after: str
+) -> None:
+    """Without an approved serving certificate `kubectl logs/exec` fail on a node: approval
+    cannot wait for the last stage (add-node.yml imports nodes.yml)."""
+    order = roles_in_order(playbook)
+    assert order.index("kubelet_csr") > order.index(after), order
+    assert "nodes.yml" in [e.get("ansible.builtin.import_playbook")
+                           for e in load(REPO / "playbooks/add-node.yml")]
+
+
+def test_addons_approve_renewals_before_metrics_server() -> None:
+    order = roles_in_order("addons.yml")
+    assert order.index("kubelet_csr") < order.index("metrics"), order
+
+
 def test_plays_use_the_inventory_groups_and_known_roles() -> None:
     roles = {row[0] for row in readme_table("| role | concern | runs on |")}
     for name, play in plays():

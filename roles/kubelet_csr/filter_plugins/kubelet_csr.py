@@ -43,6 +43,21 @@ def kubelet_csrs_to_approve(csrs: list[dict[str, Any]], node_ips: dict[str, str]
     return [c["metadata"]["name"] for c in csrs if _acceptable(c, node_ips)]
 
 
+def kubelet_csr_requesters(csrs: list[dict[str, Any]]) -> list[str]:
+    """Nodes that have asked for a serving certificate, whatever became of the request."""
+    return sorted(
+        {
+            c["spec"]["username"].removeprefix(PREFIX)
+            for c in csrs
+            if c.get("spec", {}).get("signerName") == SIGNER
+            and c["spec"].get("username", "").startswith(PREFIX)
+        }
+    )
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"kubelet_csrs_to_approve": kubelet_csrs_to_approve}
+        return {
+            "kubelet_csrs_to_approve": kubelet_csrs_to_approve,
+            "kubelet_csr_requesters": kubelet_csr_requesters,
+        }
