@@ -82,6 +82,21 @@ CASES = {
         f"containerd: cannot reach {CLOSED}/v2.3.4/containerd-2.3.4-linux-",
         {"containerd_release_base_url": CLOSED, "containerd_install_method": "release"},
     ),
+    # This machine's containerd (Debian 12) is 1.6: too old for 1.37, fine for 1.35.
+    "distro containerd too old for the Kubernetes version": Case(
+        "containerd",
+        "distro",
+        {"node-1": {}},
+        "containerd: Kubernetes 1.37.1 needs containerd 2.x, but the distribution's is 1.",
+        {"containerd_install_method": "distro"},
+    ),
+    "distro containerd for Kubernetes 1.35": Case(
+        "containerd",
+        "distro",
+        {"node-1": {}},
+        "",
+        {"containerd_install_method": "distro", "kube_version": "1.35.0"},
+    ),
     "CNI manifest unreachable": Case(
         "cni",
         "main",

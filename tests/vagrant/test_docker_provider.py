@@ -39,8 +39,10 @@ PROJECT_FILES = ["Vagrantfile", "cluster.yml", "ansible.cfg"]
 PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
 IMAGE = "local/debian-sshd:latest"  # cluster.yml's boxes.docker
 LABEL = "tf-k8s-workshop.project"  # the Vagrantfile's DOCKER_LABEL
-# The sources CI can reach: Debian's packages instead of the upstream releases.
+# The sources CI can reach: Debian's packages instead of the upstream releases. Debian's
+# containerd is 1.6, which Kubernetes supports up to 1.35 (the containerd role refuses newer).
 OFFLINE_VARS = {"containerd_install_method": "distro", "etcd_install_method": "distro"}
+OFFLINE_KUBE = {"K8S_VERSION": "1.35.0"}
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*: ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)",
@@ -62,14 +64,15 @@ class Config:
 CONFIGS = [
     Config(
         "default",
-        {"K8S_SUBNET": "10.213.1.0/24"},
+        {"K8S_SUBNET": "10.213.1.0/24", **OFFLINE_KUBE},
         ("common", "containerd", "etcd", "loadbalancer"),
         ("common", "containerd", "etcd", "cluster"),
         {"k8s-cp-1": "10.213.1.11", "k8s-worker-1": "10.213.1.21", "k8s-worker-2": "10.213.1.22"},
     ),
     Config(
         "ha",
-        {"K8S_SUBNET": "10.213.2.0/24", "K8S_CONTROL_PLANES": "3", "K8S_WORKERS": "1"},
+        {"K8S_SUBNET": "10.213.2.0/24", "K8S_CONTROL_PLANES": "3", "K8S_WORKERS": "1",
+         **OFFLINE_KUBE},
         ("etcd", "loadbalancer"),
         ("etcd", "loadbalancer", "cluster"),
         {
