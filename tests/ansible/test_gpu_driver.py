@@ -1,0 +1,123 @@
+"""The nvidia_gpu role's driver step on a systemd container, against stand-in Ubuntu packages.
+
+The container's only apt source is a local repository of empty packages named like Ubuntu's:
+`ubuntu-drivers-common` whose `ubuntu-drivers install --gpgpu nvidia:NNN-server` installs only
+`nvidia-headless-no-dkms-NNN-server` (what the real tool selects for --gpgpu, and exits 0 whatever
+apt did), and `nvidia-utils-NNN-server`, the one package that ships `nvidia-smi`. It proves the
+role's logic (which packages, which guard, idempotence) against that packaging, not a driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from venv_run import run
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+BRANCH = "580"
+UBUNTU_DRIVERS = """#!/bin/sh
+# Stand-in for ubuntu-drivers: --gpgpu nvidia:NNN-server installs the headless driver only.
+echo "$*" >> /var/log/ubuntu-drivers.calls
+branch=$(echo "$*" | sed -n 's/.*nvidia:\\([0-9]*\\)-server.*/\\1/p')
+apt-get install -y -q "nvidia-headless-no-dkms-$branch-server" >/dev/null 2>&1
+exit 0
+"""
+NVIDIA_SMI = """#!/bin/sh
+echo "GPU 0: Stand-in GPU (UUID: GPU-00000000-0000-0000-0000-000000000000)"
+"""
+
+
+def build_repo(root: Path) -> Path:
+    """Empty .deb packages (plus two scripts) and the Packages index of a flat repository."""
+    repo = root / "repo"
+    repo.mkdir()
+    packages = {
+        "ubuntu-drivers-common": {"usr/bin/ubuntu-drivers": UBUNTU_DRIVERS},
+        f"nvidia-headless-no-dkms-{BRANCH}-server": {},
+        f"nvidia-utils-{BRANCH}-server": {"usr/bin/nvidia-smi": NVIDIA_SMI},
+    }
+    index = []
+    for name, files in packages.items():
+        tree = root / name
+        (tree / "DEBIAN").mkdir(parents=True)
+        control = f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@t>\n"
+        (tree / "DEBIAN/control").write_text(control + "Description: stand-in\n")
+        for path, text in files.items():
+            (tree / path).parent.mkdir(parents=True, exist_ok=True)
+            (tree / path).write_text(text)
+            (tree / path).chmod(0o755)
+        deb = repo / f"{name}.deb"
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-b", tree, deb],
+                       check=True, capture_output=True)
+        data = deb.read_bytes()
+        index.append(control + f"Filename: ./{deb.name}\nSize: {len(data)}\n"
+                     f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: stand-in\n")
+    (repo / "Packages").write_text("\n".join(index))
+    return repo
+
+
+@pytest.fixture
+def gpu_node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    name = f"gpu-driver-{os.getpid()}"
+    started = subprocess.run(
+        ["docker", "run", "-d", "--name", name, "--cgroupns=host",
+         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+         "local/debian-systemd:latest"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if started.returncode != 0:
+        pytest.fail(f"cannot start {name} (make images builds it): {started.stderr.strip()}")
+    try:
+        subprocess.run(["docker", "cp", build_repo(tmp_path), f"{name}:/srv/stand-in"], check=True)
+        subprocess.run(
+            ["docker", "exec", name, "sh", "-c",
+             "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*"
+             " && echo 'deb [trusted=yes] file:/srv/stand-in ./' > /etc/apt/sources.list"
+             " && apt-get update -qq"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        inventory = {"all": {"hosts": {"gpu-1": {
+            "ansible_connection": "community.docker.docker", "ansible_host": name,
+            "ansible_python_interpreter": "/usr/bin/python3"}}}}
+        (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+        (tmp_path / "play.yml").write_text(yaml.safe_dump([{
+            "name": "nvidia_gpu driver step", "hosts": "all", "gather_facts": False,
+            "tasks": [{"ansible.builtin.include_role": {
+                "name": "nvidia_gpu", "tasks_from": "driver"}}],
+        }]))
+        yield name, tmp_path
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def converge(tmp_path: Path) -> tuple[int, str, int]:
+    done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
+               "-e", f"nvidia_gpu_driver_branch={BRANCH} nvidia_gpu_reboot_for_driver=false")
+    out = done.stdout + done.stderr
+    changed = re.search(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
+    return done.returncode, out, int(changed.group(1)) if changed else -1
+
+
+def test_driver_step_installs_nvidia_smi_once(gpu_node: tuple[str, Path]) -> None:
+    container, tmp_path = gpu_node
+    rc, out, changed = converge(tmp_path)
+    assert rc == 0, out[-3000:]
+    assert changed > 0
+    smi = subprocess.run(["docker", "exec", container, "nvidia-smi", "-L"],
+                         capture_output=True, text=True, check=False)
+    assert smi.returncode == 0 and smi.stdout.startswith("GPU 0:"), smi
+
+    # Driver and nvidia-smi in place: no second ubuntu-drivers run, no change at all.
+    rc, out, changed = converge(tmp_path)
+    assert rc == 0, out[-3000:]
+    assert changed == 0, out[-3000:]
+    calls = subprocess.run(["docker", "exec", container, "cat", "/var/log/ubuntu-drivers.calls"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert calls == [f"install --gpgpu nvidia:{BRANCH}-server"]
