@@ -1,14 +1,17 @@
 """The roles' calls to the Kubernetes API, run for real against an API-server stand-in.
 
 Each case runs a role's own tasks (kubernetes.core modules, kubectl) on this machine with a
-kubeconfig pointing at tests/ansible/apiserver_standin.py. What is proven: the module arguments
-and wait conditions can be satisfied by the objects each call creates, and each call reaches
-the objects it should. Not proven: what the real cluster does with them (see roles/UPSTREAM.md).
+kubeconfig pointing at tests/ansible/apiserver_standin.py, and with the Python the control_plane
+role makes for them (its kube_client.yml: a virtualenv with the pinned kubernetes client). What
+is proven: the module arguments and wait conditions can be satisfied by the objects each call
+creates, each call reaches the objects it should, and the pinned client runs them. Not proven:
+what a real cluster does with them (see roles/UPSTREAM.md).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,45 @@ from _csr import csr, ip_san, own_sans
 from apiserver_standin import ApiServer
 from venv_run import run
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tasks_with_vars(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every task of a task file with the vars of the blocks around it."""
+    out = []
+
+    def walk(items: list[dict[str, Any]], inherited: dict[str, Any]) -> None:
+        for task in items:
+            out.append((task, inherited))
+            for part in ("block", "rescue", "always"):
+                walk(task.get(part, []), {**inherited, **task.get("vars", {})})
+
+    walk(yaml.safe_load(path.read_text()) or [], {})
+    return out
+
+
+def tasks(path: Path) -> list[dict[str, Any]]:
+    return [task for task, _ in tasks_with_vars(path)]
+
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kube_client_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The control_plane role's virtualenv for kubernetes.core, made here by its own tasks."""
+    root = tmp_path_factory.mktemp("kube-client")
+    python = root / "venv/bin/python3"
+    (root / "play.yml").write_text(yaml.safe_dump([{
+        "name": "kube client", "hosts": "localhost", "connection": "local", "gather_facts": True,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [{"ansible.builtin.include_role": {
+            "name": "control_plane", "tasks_from": "kube_client"}}],
+    }]))
+    # No apt here: this machine's Python has venv already; the role installs python3-venv.
+    done = run("ansible-playbook", "-i", "localhost,", root / "play.yml", "-e", json.dumps(
+        {"kube_client_python": str(python), "control_plane_packages": []}), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return str(python)
 
 
 @pytest.fixture
@@ -29,9 +70,10 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
         yield server
 
 
-def play(tmp_path: Path, api: ApiServer, role: str, tasks_from: str = "main",
+def play(tmp_path: Path, python: str, role: str, tasks_from: str = "main",
          hosts: dict[str, dict[str, Any]] | None = None, **extra: Any) -> tuple[int, str]:
-    """Run `role` on localhost (plus inventory-only `hosts`) against `api`; (rc, output)."""
+    """Run `role` on localhost (plus `hosts`, local too), its kubernetes.core tasks with
+    `python`; (rc, output)."""
     groups = {"kube_control_plane": {"hosts": {"localhost": {"k8s_node_ip": "127.0.0.1"}}},
               "k8s_cluster": {"hosts": {name: {} for name in hosts or {}}},
               "nfs_server": {"hosts": {"localhost": {}}}}
@@ -51,16 +93,46 @@ def play(tmp_path: Path, api: ApiServer, role: str, tasks_from: str = "main",
     }]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
     done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
-               "-e", json.dumps(extra), timeout=300)
+               "-e", json.dumps({"kube_client_python": python, **extra}), timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 
+def test_pinned_client_is_what_kubernetes_core_runs_with(kube_client_python: str) -> None:
+    version = subprocess.run(
+        [kube_client_python, "-c", "import kubernetes; print(kubernetes.__version__)"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    defaults = yaml.safe_load((REPO / "roles/control_plane/defaults/main.yml").read_text())
+    assert version == defaults["control_plane_kube_client_version"]
+    assert tuple(int(p) for p in version.split(".")[:2]) >= (24, 2)  # kubernetes.core 6's floor
+
+
+def test_every_kubernetes_core_task_runs_with_the_pinned_client() -> None:
+    """Directly, through its block, or through the include_tasks that runs its file."""
+    included = {}  # task file -> include vars
+    for path in (REPO / "roles").glob("*/tasks/*.yml"):
+        for task in tasks(path):
+            target = task.get("ansible.builtin.include_tasks")
+            if target:
+                included[path.parent / target] = task.get("vars", {})
+    missing, checked = [], 0
+    for path in (REPO / "roles").glob("*/tasks/*.yml"):
+        for task, inherited in tasks_with_vars(path):
+            if not any(k.startswith("kubernetes.core.") for k in task):
+                continue
+            checked += 1
+            python = {**included.get(path, {}), **inherited, **task.get("vars", {})}.get(
+                "ansible_python_interpreter")
+            if python != "{{ kube_client_python }}":
+                missing.append(f"{path.relative_to(REPO)}: {task['name']}")
+    assert checked >= 10 and missing == []
+
+
 def test_nfs_provisioner_install_finishes_and_proves_a_volume(
-    tmp_path: Path, api: ApiServer
+    tmp_path: Path, api: ApiServer, kube_client_python: str
 ) -> None:
-    kubeconfig = str(tmp_path / "kubeconfig")
-    rc, out = play(tmp_path, api, "nfs_provisioner", nfs_provisioner_kubeconfig=kubeconfig,
-                   nfs_provisioner_wait_timeout=15)
+    extra = {"nfs_provisioner_kubeconfig": str(tmp_path / "kubeconfig"),
+             "nfs_provisioner_wait_timeout": 15}
+    rc, out = play(tmp_path, kube_client_python, "nfs_provisioner", **extra)
     assert rc == 0, out[-3000:]
     deploy = api.get("Deployment", "nfs-provisioner", "nfs-provisioner")
     assert deploy is not None
@@ -73,8 +145,7 @@ def test_nfs_provisioner_install_finishes_and_proves_a_volume(
     assert not [k for k in api.objects if k[0] in ("pods", "persistentvolumeclaims")]
 
     # A second run changes nothing.
-    rc, out = play(tmp_path, api, "nfs_provisioner", nfs_provisioner_kubeconfig=kubeconfig,
-                   nfs_provisioner_wait_timeout=15)
+    rc, out = play(tmp_path, kube_client_python, "nfs_provisioner", **extra)
     assert rc == 0, out[-3000:]
     assert "changed=0" in out, out[-2000:]
 
@@ -113,26 +184,26 @@ def node_hosts(tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_kubelet_serving_certificates_are_approved_for_joined_nodes(
-    tmp_path: Path, api: ApiServer
+    tmp_path: Path, api: ApiServer, kube_client_python: str
 ) -> None:
     extra = csr_vars(tmp_path, api)
     _kubelet(api, tmp_path)
     for i, node in enumerate(NODES):
         api.add(csr(f"csr-{i}", f"system:node:{node}", own_sans(node, NODES[node])))
     hosts = node_hosts(tmp_path)
-    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    rc, out = play(tmp_path, kube_client_python, "kubelet_csr", hosts=hosts, **extra)
     assert rc == 0, out[-3000:]
     assert sorted(api.kinds("PUT")) == [
         "certificatesigningrequests/csr-0", "certificatesigningrequests/csr-1"]
 
     # Every node holds its certificate: a second run changes nothing.
-    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    rc, out = play(tmp_path, kube_client_python, "kubelet_csr", hosts=hosts, **extra)
     assert rc == 0, out[-3000:]
     assert "changed=0" in out, out[-2000:]
 
 
 def test_a_request_naming_another_address_is_left_pending_and_named(
-    tmp_path: Path, api: ApiServer
+    tmp_path: Path, api: ApiServer, kube_client_python: str
 ) -> None:
 
     extra = csr_vars(tmp_path, api)
@@ -142,7 +213,7 @@ def test_a_request_naming_another_address_is_left_pending_and_named(
     api.add(csr("csr-nat", "system:node:k8s-worker-1",
                 [*own_sans("k8s-worker-1", NODES["k8s-worker-1"]), nat]))
     hosts = node_hosts(tmp_path)
-    rc, out = play(tmp_path, api, "kubelet_csr", hosts=hosts, **extra)
+    rc, out = play(tmp_path, kube_client_python, "kubelet_csr", hosts=hosts, **extra)
     assert rc != 0
     assert "kubelet_csr: k8s-worker-1 has no serving certificate" in out, out[-3000:]
     assert api.kinds("PUT") == ["certificatesigningrequests/csr-cp"]
