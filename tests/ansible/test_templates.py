@@ -310,8 +310,11 @@ def test_versions_are_pinned(rendered: Any) -> None:
         assert release.search(artifact["url"]), artifact["url"]
         assert artifact["checksum_url"].startswith(artifact["url"].rsplit("/", 1)[0])
     assert release.search(derived["cni_flannel_manifest_url"])
-    assert re.search(r"/calico/v\d+\.\d+\.\d+/manifests/", derived["cni_calico_operator_url"])
-    for url in (derived["cni_flannel_manifest_url"], derived["cni_calico_operator_url"]):
+    calico = (derived["cni_calico_crds_url"], derived["cni_calico_operator_url"])
+    for url in calico:
+        assert re.search(r"/calico/v\d+\.\d+\.\d+/manifests/", url)
+    assert [u.rsplit("/", 1)[1] for u in calico] == ["operator-crds.yaml", "tigera-operator.yaml"]
+    for url in (derived["cni_flannel_manifest_url"], *calico):
         assert not re.search(r"/(master|main|latest)/", url), url
     unit = text(out, cluster.first, "containerd/containerd.service")
     assert re.search(r"containerd \d+\.\d+\.\d+ ", unit)
