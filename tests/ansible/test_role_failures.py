@@ -97,6 +97,21 @@ CASES = {
         "",
         {"containerd_install_method": "distro", "kube_version": "1.35.0"},
     ),
+    # This machine's etcd-server (Debian 12) is 3.4; kubeadm needs 3.5.24 or newer.
+    "distro etcd too old for kube-apiserver": Case(
+        "etcd",
+        "main",
+        {"node-1": {"k8s_node_ip": "127.0.0.1"}},
+        "etcd: kubeadm needs external etcd 3.5.24 or newer, but the distribution's is 3.4.",
+        {"etcd_install_method": "distro", "etcd_group": "kube_control_plane"},
+    ),
+    "etcd release without a checksum for this architecture": Case(
+        "etcd",
+        "main",
+        {"node-1": {"k8s_node_ip": "127.0.0.1"}},
+        "a checksum for linux-amd64 in etcd_release_sha256 (it has arm64)",
+        {"etcd_release_sha256": {"arm64": "0" * 64}, "etcd_group": "kube_control_plane"},
+    ),
     "CNI manifest unreachable": Case(
         "cni",
         "main",

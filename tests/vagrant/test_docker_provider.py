@@ -41,7 +41,9 @@ IMAGE = "local/debian-sshd:latest"  # cluster.yml's boxes.docker
 LABEL = "tf-k8s-workshop.project"  # the Vagrantfile's DOCKER_LABEL
 # The sources CI can reach: Debian's packages instead of the upstream releases. Debian's
 # containerd is 1.6, which Kubernetes supports up to 1.35 (the containerd role refuses newer).
-OFFLINE_VARS = {"containerd_install_method": "distro", "etcd_install_method": "distro"}
+# Its etcd is 3.4, too old for kube-apiserver (the etcd role refuses it unless told otherwise).
+OFFLINE_VARS = {"containerd_install_method": "distro", "etcd_install_method": "distro",
+                "etcd_min_version": "3.4.0"}
 OFFLINE_KUBE = {"K8S_VERSION": "1.35.0"}
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*: ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
