@@ -10,14 +10,13 @@ role's logic (which packages, which guard, idempotence) against that packaging, 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+from systemd_node import role_play, systemd_node
 from venv_run import run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -65,16 +64,7 @@ def build_repo(root: Path) -> Path:
 
 @pytest.fixture
 def gpu_node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    name = f"gpu-driver-{os.getpid()}"
-    started = subprocess.run(
-        ["docker", "run", "-d", "--name", name, "--cgroupns=host",
-         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-         "local/debian-systemd:latest"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if started.returncode != 0:
-        pytest.fail(f"cannot start {name} (make images builds it): {started.stderr.strip()}")
-    try:
+    with systemd_node("gpu-driver", tmp_path, host="gpu-1") as name:
         subprocess.run(["docker", "cp", build_repo(tmp_path), f"{name}:/srv/stand-in"], check=True)
         subprocess.run(
             ["docker", "exec", name, "sh", "-c",
@@ -83,18 +73,8 @@ def gpu_node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]
              " && apt-get update -qq"],
             check=True, capture_output=True,
         )  # fmt: skip
-        inventory = {"all": {"hosts": {"gpu-1": {
-            "ansible_connection": "community.docker.docker", "ansible_host": name,
-            "ansible_python_interpreter": "/usr/bin/python3"}}}}
-        (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
-        (tmp_path / "play.yml").write_text(yaml.safe_dump([{
-            "name": "nvidia_gpu driver step", "hosts": "all", "gather_facts": False,
-            "tasks": [{"ansible.builtin.include_role": {
-                "name": "nvidia_gpu", "tasks_from": "driver"}}],
-        }]))
+        role_play(tmp_path, "nvidia_gpu", "driver")
         yield name, tmp_path
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
 
 
 def converge(tmp_path: Path) -> tuple[int, str, int]:
