@@ -70,11 +70,17 @@ def _daemonset(obj: Obj) -> Obj:
             "numberAvailable": 1}
 
 
+# Pods (by name) whose command fails; every other pod's succeeds.
+FAILING_PODS: set[str] = set()
+
+
 def _pod(obj: Obj) -> Obj:
-    # A pod of these roles runs a short command and ends (kubelet: phase Succeeded, Ready False
-    # with reason PodCompleted).
-    return {"phase": "Succeeded",
-            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+    # A pod of these roles runs a short command and ends: kubelet reports phase Succeeded or
+    # Failed, and Ready False with reason PodCompleted or PodFailed.
+    failed = obj["metadata"]["name"] in FAILING_PODS
+    return {"phase": "Failed" if failed else "Succeeded",
+            "conditions": [{"type": "Ready", "status": "False",
+                            "reason": "PodFailed" if failed else "PodCompleted"}],
             "containerStatuses": [{"name": c["name"], "ready": False}
                                   for c in obj["spec"]["containers"]]}
 

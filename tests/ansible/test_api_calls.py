@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apiserver_standin
 import pytest
 import yaml
 from _csr import csr, ip_san, own_sans
@@ -97,6 +99,21 @@ def play(tmp_path: Path, python: str, role: str, tasks_from: str = "main",
     return done.returncode, done.stdout + done.stderr
 
 
+def test_a_failed_smoke_pod_is_reported_by_the_role(
+    tmp_path: Path, api: ApiServer, kube_client_python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a wait that sits out its timeout on a pod that has already failed."""
+    monkeypatch.setattr(apiserver_standin, "FAILING_PODS", {"nfs-smoke-reader"})
+    extra = {"nfs_provisioner_kubeconfig": str(tmp_path / "kubeconfig"),
+             "nfs_provisioner_wait_timeout": 60}
+    started = time.monotonic()
+    rc, out = play(tmp_path, kube_client_python, "nfs_provisioner", **extra)
+    assert rc != 0
+    assert "nfs_provisioner: the smoke test failed" in out, out[-3000:]
+    assert "nfs-smoke-reader', 'Failed'" in out, out[-3000:]
+    assert time.monotonic() - started < 55, "waited for the timeout instead"
+
+
 def test_pinned_client_is_what_kubernetes_core_runs_with(kube_client_python: str) -> None:
     version = subprocess.run(
         [kube_client_python, "-c", "import kubernetes; print(kubernetes.__version__)"],
@@ -108,19 +125,26 @@ def test_pinned_client_is_what_kubernetes_core_runs_with(kube_client_python: str
 
 def test_every_kubernetes_core_task_runs_with_the_pinned_client() -> None:
     """Directly, through its block, or through the include_tasks that runs its file."""
-    included = {}  # task file -> include vars
+    includes = {}  # task file -> (the file including it, that include's vars)
     for path in (REPO / "roles").glob("*/tasks/*.yml"):
-        for task in tasks(path):
+        for task, inherited in tasks_with_vars(path):
             target = task.get("ansible.builtin.include_tasks")
             if target:
-                included[path.parent / target] = task.get("vars", {})
+                includes[path.parent / target] = (path, {**inherited, **task.get("vars", {})})
+
+    def included(path: Path) -> dict[str, Any]:
+        if path not in includes:
+            return {}
+        parent, variables = includes[path]
+        return {**included(parent), **variables}
+
     missing, checked = [], 0
     for path in (REPO / "roles").glob("*/tasks/*.yml"):
         for task, inherited in tasks_with_vars(path):
             if not any(k.startswith("kubernetes.core.") for k in task):
                 continue
             checked += 1
-            python = {**included.get(path, {}), **inherited, **task.get("vars", {})}.get(
+            python = {**included(path), **inherited, **task.get("vars", {})}.get(
                 "ansible_python_interpreter")
             if python != "{{ kube_client_python }}":
                 missing.append(f"{path.relative_to(REPO)}: {task['name']}")
