@@ -81,7 +81,7 @@ def test_runc_and_cni_plugins_are_installed(host: Any) -> None:
 
 def test_crictl_reaches_containerd(host: Any) -> None:
     if not host.exists("crictl"):
-        pytest.skip("crictl (cri-tools, installed with kubeadm) is not on this node yet")
+        pytest.skip("crictl (cri-tools, the kubernetes role) is not on this node yet")
     info = host.run("crictl info")
     assert info.rc == 0, info.stderr
     assert '"SystemdCgroup": true' in info.stdout
