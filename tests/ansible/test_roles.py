@@ -50,3 +50,24 @@ def test_every_default_has_a_comment(role: str) -> None:
         elif (match := re.match(r"^(\w+):", line)) and not documented:
             undocumented.append(match.group(1))
     assert undocumented == []
+
+
+PINS = {  # role -> the defaults that pin an upstream version
+    "containerd": ["containerd_release_version", "containerd_runc_version",
+                   "containerd_cni_plugins_version"],
+    "etcd": ["etcd_version"],
+    "cni": ["cni_flannel_version", "cni_calico_version"],
+    "metrics": ["metrics_server_version"],
+    "nfs_provisioner": ["nfs_provisioner_version"],
+    "nvidia_gpu": ["nvidia_gpu_toolkit_version", "nvidia_gpu_device_plugin_version"],
+    "control_plane": ["control_plane_kube_client_version"],
+}
+
+
+@pytest.mark.parametrize("role", list(PINS))
+def test_upstream_md_names_every_pinned_version(role: str) -> None:
+    """A bump that does not touch roles/UPSTREAM.md (where its rows are re-checked) fails here."""
+    pins = (ROLES_DIR / "UPSTREAM.md").read_text().split("## Pins", 1)[1].split("\n## ", 1)[0]
+    defaults = load(role, "defaults/main.yml")
+    for name in PINS[role]:
+        assert str(defaults[name]) in pins, f"roles/UPSTREAM.md's pins lack {name}"
