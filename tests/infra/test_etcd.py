@@ -27,7 +27,7 @@ def etcdctl(host: Any, *args: str, endpoints: str | None = None, cert: bool = Tr
     tls = f"--cacert={pki}/ca.crt"
     if cert:
         tls += f" --cert={pki}/admin.crt --key={pki}/admin.key"
-    cmd = f"ETCDCTL_API=3 etcdctl --dial-timeout=3s --command-timeout=8s {tls} "
+    cmd = f"etcdctl --dial-timeout=3s --command-timeout=8s {tls} "
     cmd += f"--endpoints={endpoints or _url(v)} " + " ".join(args)
     return host.run(cmd)
 
@@ -106,7 +106,7 @@ def test_apiserver_client_cert_is_accepted(host: Any) -> None:
     key = host.file(v["etcd_apiserver_key_file"])
     assert key.mode == 0o600
     out = host.run(
-        f"ETCDCTL_API=3 etcdctl --cacert={v['etcd_apiserver_ca_file']} "
+        f"etcdctl --cacert={v['etcd_apiserver_ca_file']} "
         f"--cert={v['etcd_apiserver_cert_file']} --key={v['etcd_apiserver_key_file']} "
         f"--endpoints={_url(v)} endpoint health"
     )

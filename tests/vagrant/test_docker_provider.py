@@ -302,8 +302,9 @@ def test_online_stage_fails_at_once_offline(cluster: Cluster) -> None:
     }
     ((task, message),) = failed  # one task, one message, on every node
     assert task == "kubernetes : Fail early when pkgs.k8s.io is unreachable"
+    minor = ".".join(OFFLINE_KUBE["K8S_VERSION"].split(".")[:2])
     assert message.startswith(
-        "kubernetes: cannot reach https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key"
+        f"kubernetes: cannot reach https://pkgs.k8s.io/core:/stable:/v{minor}/deb/Release.key"
     ), message
     assert "\n" not in message.strip()
     stats = result["stats"]
