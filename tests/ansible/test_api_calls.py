@@ -21,30 +21,11 @@ import apiserver_standin
 import pytest
 import yaml
 from _csr import csr, ip_san, own_sans
+from _tasks import tasks_with_vars
 from apiserver_standin import ApiServer
 from venv_run import run
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tasks_with_vars(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Every task of a task file with the vars of the blocks around it."""
-    out = []
-
-    def walk(items: list[dict[str, Any]], inherited: dict[str, Any]) -> None:
-        for task in items:
-            out.append((task, inherited))
-            for part in ("block", "rescue", "always"):
-                walk(task.get(part, []), {**inherited, **task.get("vars", {})})
-
-    walk(yaml.safe_load(path.read_text()) or [], {})
-    return out
-
-
-def tasks(path: Path) -> list[dict[str, Any]]:
-    return [task for task, _ in tasks_with_vars(path)]
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
+from _tasks import tasks
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def tasks(path: Path) -> list[dict[str, Any]]:
-    """Every task of a task file, blocks flattened."""
-    out = []
-    for task in yaml.safe_load(path.read_text()) or []:
-        out.append(task)
-        for part in ("block", "rescue", "always"):
-            out += [t for t in task.get(part, [])]
-    return out
 
 
 def argv_of(path: Path, program: str) -> list[list[str]]:
