@@ -78,6 +78,18 @@ def files_for(lab: labs.Lab) -> dict[str, str]:
     return out
 
 
+def images() -> list[str]:
+    """Every container image the cluster labs use by default: what a node should hold before
+    the workshop (the lab_images role pre-pulls this list)."""
+    found = set()
+    for static in DIRS:
+        for doc in default_render(labs.load_lab(labs.resolve(static.lab))):
+            spec = doc.get("spec", {})
+            pod = spec if doc["kind"] == "Pod" else spec.get("template", {}).get("spec", {})
+            found.update(c["image"] for c in pod.get("containers", []))
+    return sorted(found)
+
+
 def sync(check: bool) -> list[str]:
     """Write (or compare) every static dir; the stale or rewritten paths."""
     root = labs.labs_dir()
@@ -104,7 +116,12 @@ def sync(check: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labctl.k8s.static", description=__doc__)
     parser.add_argument("--check", action="store_true", help="only report stale files")
+    parser.add_argument("--images", action="store_true",
+                        help="print the images the cluster labs use, one per line, and exit")
     args = parser.parse_args(argv)
+    if args.images:
+        print("\n".join(images()))
+        return 0
     try:
         changed = sync(args.check)
     except UsageError as exc:
