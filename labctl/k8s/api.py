@@ -17,6 +17,9 @@ from labctl.errors import UsageError
 from labctl.labs import REPO
 
 REQUEST_TIMEOUT_S = 10
+# The client this code is written for: 37 is the first with pydantic models and
+# ApiClient.param_serialize (proxy). pyproject.toml's k8s extra pins the same.
+CLIENT_MIN = (37, 0)
 # kind -> (API group attribute, snake-case resource in method names, namespaced)
 KINDS = {
     "Namespace": ("core", "namespace", False),
@@ -51,7 +54,11 @@ class Conflict(ClusterError):
 
 
 class Forbidden(ClusterError):
-    pass
+    """403: RBAC, or an admission plugin (Pod Security); the message says which."""
+
+
+class Terminating(Forbidden):
+    """403 from NamespaceLifecycle: the namespace is being deleted."""
 
 
 def kubeconfig_path(explicit: str | None = None) -> Path | None:
@@ -66,11 +73,44 @@ def kubeconfig_path(explicit: str | None = None) -> Path | None:
     return None
 
 
-def _message(exc: Any) -> str:
+def _status(exc: Any) -> dict[str, Any]:
+    """The API server's Status object of a refusal ({} when the body is not one)."""
     try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
+        body = json.loads(exc.body)
     except (TypeError, ValueError, AttributeError):
-        return str(getattr(exc, "reason", exc))
+        return {"message": str(getattr(exc, "reason", exc))}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(exc: Any) -> str:
+    return str(_status(exc).get("message") or getattr(exc, "reason", exc))
+
+
+def refusal(what: str, code: int, status: dict[str, Any], host: str,
+            kubeconfig: Path | str | None) -> ClusterError:
+    """The one-line error for a refused request, keeping the API server's own message.
+
+    403 has several authors, told apart by the Status they send: the RBAC authorizer
+    (`... cannot create resource "jobs" ...`), NamespaceLifecycle (cause NamespaceTerminating:
+    the namespace is being deleted) and Pod Security admission (`violates PodSecurity ...`)."""
+    message = " ".join(str(status.get("message") or "").split()) or f"HTTP {code}"
+    causes = {c.get("reason") for c in (status.get("details") or {}).get("causes") or []}
+    if code == 401:
+        return ClusterError(f"the API server at {host} rejected the credentials in "
+                            f"{kubeconfig} (401): fetch a fresh kubeconfig")
+    if code == 403 and ("NamespaceTerminating" in causes or "being terminated" in message):
+        return Terminating(f"cannot {what}: {message}: wait until the namespace is gone "
+                           "(`kubectl get namespaces`), then run again")
+    if code == 403 and " cannot " in message and "resource" in message:
+        return Forbidden(f"RBAC: not allowed to {what} (403: {message}): ask the cluster admin "
+                         "for a Role allowing it, or use the admin kubeconfig")
+    if code == 403:
+        return Forbidden(f"cannot {what}: 403 {message}")
+    if code == 404:
+        return NotFound(f"not found: {what}: {message}")
+    if code == 409:
+        return Conflict(f"conflict: {what}: {message}")
+    return ClusterError(f"cannot {what}: {code} {message}")
 
 
 NETWORK_REASONS = ("connection refused", "timed out", "no route to host",
@@ -91,6 +131,27 @@ def _what(verb: str, kind: str, name: str | None, namespace: str | None) -> str:
     return what + (f" in namespace {namespace}" if namespace else "")
 
 
+def client_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kubernetes")
+    except PackageNotFoundError:
+        return "0"
+
+
+def check_client(installed: str) -> None:
+    """One line, not a traceback deep in the client, when the venv holds an older client."""
+    try:
+        have = tuple(int(part) for part in installed.split(".")[:2])
+    except ValueError:
+        have = (0,)
+    if have < CLIENT_MIN:
+        want = ".".join(map(str, CLIENT_MIN))
+        raise UsageError(f"the Kubernetes target needs the kubernetes client >= {want}, this "
+                         f"venv has {installed}: `.venv/bin/pip install -e '.[k8s]'`")
+
+
 class Api:
     """A connected client. `host` is the API server, for messages."""
 
@@ -98,6 +159,7 @@ class Api:
         from labctl.k8s.manifests import need
 
         client, config = need("kubernetes.client"), need("kubernetes.config")
+        check_client(client_version())
 
         path = kubeconfig_path(kubeconfig)
         if path is None:
@@ -132,18 +194,7 @@ class Api:
             if exc.status == 0 or exc.status is None:
                 raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: "
                                    f"{_message(exc)}") from None
-            if exc.status == 401:
-                raise ClusterError(f"the API server at {self.host} rejected the credentials in "
-                                   f"{self.kubeconfig} (401): fetch a fresh kubeconfig") from None
-            if exc.status == 403:
-                raise Forbidden(f"RBAC: not allowed to {what} (403 Forbidden): ask the cluster "
-                                "admin for a Role allowing it, or use the admin kubeconfig")\
-                    from None
-            if exc.status == 404:
-                raise NotFound(f"not found: {what}: {_message(exc)}") from None
-            if exc.status == 409:
-                raise Conflict(f"conflict: {what}: {_message(exc)}") from None
-            raise ClusterError(f"cannot {what}: {exc.status} {_message(exc)}") from None
+            raise refusal(what, exc.status, _status(exc), self.host, self.kubeconfig) from None
         except ValidationError as exc:  # the client checks answers against its models
             raise ClusterError(f"unexpected answer from {self.host} to `{what}`: "
                                f"{exc.error_count()} field error(s); is it a Kubernetes API "
@@ -245,10 +296,7 @@ class Api:
         except ValueError:
             raise ClusterError(f"cannot {what}: the reply is not JSON ({reply.status})") from None
         if decoded.get("kind") == "Status" and reply.status >= 400:  # the API server's own
-            if reply.status == 403:
-                raise Forbidden(f"RBAC: not allowed to {what} (403 Forbidden): ask for "
-                                "services/proxy rights, or use kubectl port-forward")
-            raise ClusterError(f"cannot {what}: {reply.status} {decoded.get('message')}")
+            raise refusal(what, reply.status, decoded, self.host, self.kubeconfig)
         return decoded
 
     def log(self, pod: str, namespace: str, container: str) -> str:

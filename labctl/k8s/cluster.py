@@ -42,6 +42,7 @@ LOST_AFTER = 15  # failed polls in a row: the API server is gone, the run cannot
 START_TIMEOUT_S = 600.0  # first pull of the TensorFlow image on a fresh node takes minutes
 UNSCHEDULABLE_S = 60.0  # how long a pod may wait for room before the run gives up
 COLLECT_TIMEOUT_S = 180.0
+GONE_TIMEOUT_S = 300.0  # a namespace's deletion waits for its pods' graceful shutdown
 COLLECT_MAX_FILE = 2 * 1024 * 1024  # files larger than this stay on the volume
 STOPPED = -15  # a Job that labctl deleted (as a SIGTERM'd local task)
 BAD_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
@@ -66,10 +67,28 @@ def gpu_capacity(api: Api) -> int:
                for n in nodes)
 
 
-def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement) -> list[
-        m.Manifest]:
+def _deleting(obj: m.Manifest | None) -> bool:
+    return bool(obj and (obj.get("metadata", {}).get("deletionTimestamp")
+                         or obj.get("status", {}).get("phase") == "Terminating"))
+
+
+def wait_gone(api: Api, kind: str, name: str, namespace: str | None,
+              note: Callable[[str], None], timeout_s: float = GONE_TIMEOUT_S,
+              clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until an object being deleted (a namespace right after `labctl clean`) is gone: objects
+    cannot be created in a namespace that is terminating."""
+    def pending() -> list[str]:
+        return [f"{kind}/{name}"] if _deleting(api.read(kind, name, namespace)) else []
+
+    wait_until(pending, "an earlier run's objects to finish deleting", namespace or "default",
+               note, timeout_s, clock, sleep)
+
+
+def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement,
+              note: Callable[[str], None] = lambda _: None) -> list[m.Manifest]:
     """Check everything before creating anything; the docs still to create (shared objects that
-    a previous run of the lab made are reused)."""
+    a previous run of the lab made are reused; ones still being deleted are waited for)."""
     kinds = {d["kind"] for d in docs}
     if "PersistentVolumeClaim" in kinds:
         try:
@@ -91,13 +110,19 @@ def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement
         if runtime is None:
             raise ClusterError(f"no RuntimeClass {m.RUNTIME_CLASS}: provision the GPU nodes "
                                "with playbooks/gpu.yml (nvidia_gpu role)")
-    if not where.create_namespace and api.read("Namespace", where.namespace) is None:
-        raise ClusterError(f"namespace {where.namespace} does not exist: create it "
-                           f"(`kubectl create namespace {where.namespace}`) or drop --namespace")
+    if not where.create_namespace:
+        space = api.read("Namespace", where.namespace)
+        if space is None or _deleting(space):
+            state = "is being deleted" if space else "does not exist"
+            raise ClusterError(f"namespace {where.namespace} {state}: create it (`kubectl "
+                               f"create namespace {where.namespace}`) or drop --namespace")
     todo = []
     for doc in docs:
         meta = doc["metadata"]
         existing = api.read(doc["kind"], meta["name"], meta.get("namespace"))
+        if _deleting(existing):
+            wait_gone(api, doc["kind"], meta["name"], meta.get("namespace"), note)
+            existing = api.read(doc["kind"], meta["name"], meta.get("namespace"))
         if existing is None:
             todo.append(doc)
             continue
@@ -517,7 +542,7 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     )
     docs = m.render(lab, plan, where)
     names = m.Names(lab, plan, where)
-    todo = preflight(api, lab, docs, where)
+    todo = preflight(api, lab, docs, where, note)
     created = create_all(api, todo)
     record = {**meta, "target": "k8s", "api_server": api.host,
               "kubeconfig": str(getattr(api, "kubeconfig", "") or ""), "namespace": where.namespace,

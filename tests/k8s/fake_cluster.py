@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from labctl.k8s.api import ClusterError, Conflict, Forbidden, NotFound
+from labctl.k8s.api import ClusterError, _what, refusal
 
 Key = tuple[str, str | None, str]  # kind, namespace, name
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "RuntimeClass", "Node"}
@@ -54,8 +54,11 @@ class FakeApi:
     def __init__(self, *, reachable: bool = True, storage_classes: tuple[str, ...] = (
             "nfs-client",), runtime_classes: tuple[str, ...] = (), gpus: int = 0,
             forbid: set[tuple[str, str]] | None = None,
-            scripts: dict[str, list[Attempt]] | None = None) -> None:
+            scripts: dict[str, list[Attempt]] | None = None,
+            terminate_s: float = 0.3) -> None:
         self.reachable = reachable
+        # A deleted namespace stays, Terminating, until the namespace controller has emptied it.
+        self.terminate_s = terminate_s
         self.forbid = forbid or set()
         self.scripts = scripts or {}
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -82,12 +85,24 @@ class FakeApi:
         self.objects[self._key(obj["kind"], meta["name"], meta.get("namespace"))] = obj
         return obj
 
-    def _guard(self, verb: str, kind: str) -> None:
+    def _refuse(self, code: int, what: str, message: str,
+                cause: str | None = None) -> ClusterError:
+        """The error Api raises for the Status the API server sends (upstream's wording)."""
+        details = {"causes": [{"reason": cause}]} if cause else {}
+        return refusal(what, code, {"kind": "Status", "code": code, "message": message,
+                                    "details": details}, self.host, "kubeconfig")
+
+    def _guard(self, verb: str, kind: str, name: str | None = None,
+               namespace: str | None = None) -> None:
         self.calls.append((verb, kind, ""))
         if not self.reachable:
             raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: refused")
         if (verb, kind) in self.forbid:
-            raise Forbidden(f"RBAC: not allowed to {verb} {kind.lower()}s (403 Forbidden)")
+            resource = kind.lower() + "s"
+            where = f' in the namespace "{namespace}"' if namespace else ""
+            raise self._refuse(403, _what(verb, kind, name, namespace),
+                               f'{resource} is forbidden: User "attendee" cannot {verb} '
+                               f'resource "{resource}"{where}')
 
     # --- the Api interface ----------------------------------------------------------------------
     def version(self) -> str:
@@ -96,16 +111,25 @@ class FakeApi:
 
     def create(self, doc: dict[str, Any]) -> None:
         kind, meta = doc["kind"], doc["metadata"]
-        self._guard("create", kind)
+        ns = meta.get("namespace")
+        what = _what("create", kind, meta["name"], ns)
+        self._guard("create", kind, meta["name"], ns)
         with self.lock:
             key = self._key(kind, meta["name"], meta.get("namespace"))
             if key in self.objects:
-                raise Conflict(f"conflict: {kind} {meta['name']} already exists")
-            ns = meta.get("namespace")
-            if ns and kind not in CLUSTER_SCOPED and self._key("Namespace", ns, None) not in \
-                    self.objects:
-                raise NotFound(f"not found: namespace {ns}")
+                raise self._refuse(409, what, f'{kind.lower()}s "{meta["name"]}" already exists')
+            if ns and kind not in CLUSTER_SCOPED:
+                space = self.objects.get(self._key("Namespace", ns, None))
+                if space is None:
+                    raise self._refuse(404, what, f'namespaces "{ns}" not found')
+                if space["status"].get("phase") == "Terminating":  # NamespaceLifecycle
+                    raise self._refuse(
+                        403, what, f'{kind.lower()}s "{meta["name"]}" is forbidden: unable to '
+                        f"create new content in namespace {ns} because it is being terminated",
+                        "NamespaceTerminating")
             obj = self._put(copy.deepcopy(doc))
+            if kind == "Namespace":
+                obj["status"] = {"phase": "Active"}
             self.calls[-1] = ("create", kind, meta["name"])
         if kind == "Job":
             obj["status"] = {}
@@ -122,21 +146,35 @@ class FakeApi:
 
     def delete(self, kind: str, name: str, namespace: str | None = None,
                grace_s: int | None = None) -> bool:
-        self._guard("delete", kind)
+        self._guard("delete", kind, name, namespace)
         with self.lock:
-            obj = self.objects.pop(self._key(kind, name, namespace), None)
+            key = self._key(kind, name, namespace)
+            obj = self.objects.get(key)
             if obj is None:
                 return False
             self.calls[-1] = ("delete", kind, name)
             if kind == "Namespace":
-                for key in [k for k in self.objects if k[1] == name]:
-                    del self.objects[key]
+                if obj["status"].get("phase") != "Terminating":
+                    obj["status"]["phase"] = "Terminating"
+                    obj["metadata"]["deletionTimestamp"] = _now()
+                    threading.Timer(self.terminate_s, self._finalize, args=(name,)).start()
+                return True
+            del self.objects[key]
             if kind == "Job":
                 for pod in self._pods_of(name, namespace):
                     self._remove_pod(pod)
             if kind == "Pod":
                 obj["deleted"] = True
             return True
+
+    def _finalize(self, namespace: str) -> None:
+        """The namespace controller: delete the namespace's content, then the namespace."""
+        with self.lock:
+            for key in [k for k in self.objects if k[1] == namespace]:
+                if key[0] == "Pod":
+                    self._remove_pod(self.objects[key])
+                self.objects.pop(key, None)
+            self.objects.pop(self._key("Namespace", namespace, None), None)
 
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from labctl.errors import UsageError
 from labctl.k8s import api as k8s_api
 from labctl.k8s.api import Api, ClusterError, Conflict, Forbidden
 
@@ -121,20 +123,55 @@ def test_list_sends_the_label_selector_and_returns_plain_dicts(server) -> None:
     assert fake.requests[-1][2]["labelSelector"] == ["labctl/run-id=r1"]
 
 
-@pytest.mark.parametrize(("code", "error", "text"), [
-    (403, Forbidden, "RBAC: not allowed to create jobs (async-worker-0) in namespace ns (403 "
-                     "Forbidden): ask the cluster admin"),
-    (409, Conflict, "conflict: create jobs (async-worker-0) in namespace ns: already exists"),
-    (401, ClusterError, "rejected the credentials in"),
-    (500, ClusterError, "cannot create jobs (async-worker-0) in namespace ns: 500 boom"),
+# The Status bodies the API server sends, in upstream's words: the RBAC authorizer's denial
+# (apiserver endpoints/handlers/responsewriters forbiddenMessage), NamespaceLifecycle's refusal
+# in a namespace being deleted (cause NamespaceTerminating) and Pod Security admission.
+RBAC = ('jobs.batch is forbidden: User "alice" cannot create resource "jobs" in API group '
+        '"batch" in the namespace "ns"')
+TERMINATING = ('jobs.batch "async-worker-0" is forbidden: unable to create new content in '
+               'namespace ns because it is being terminated')
+PSA = ('jobs.batch "async-worker-0" is forbidden: violates PodSecurity "restricted:latest": '
+       'runAsNonRoot != true')
+
+
+@pytest.mark.parametrize(("code", "message", "causes", "error", "text"), [
+    (403, RBAC, [], Forbidden,
+     f"RBAC: not allowed to create jobs (async-worker-0) in namespace ns (403: {RBAC}): ask "
+     "the cluster admin"),
+    (403, TERMINATING, [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}],
+     k8s_api.Terminating, f"cannot create jobs (async-worker-0) in namespace ns: {TERMINATING}: "
+                          "wait until the namespace is gone"),
+    (403, PSA, [], Forbidden, f"cannot create jobs (async-worker-0) in namespace ns: 403 {PSA}"),
+    (409, "already exists", [], Conflict,
+     "conflict: create jobs (async-worker-0) in namespace ns: already exists"),
+    (401, "Unauthorized", [], ClusterError, "rejected the credentials in"),
+    (500, "boom", [], ClusterError,
+     "cannot create jobs (async-worker-0) in namespace ns: 500 boom"),
 ])
-def test_refusals_are_one_line_errors(server, code: int, error: type, text: str) -> None:
+def test_refusals_are_one_line_errors_with_the_servers_reason(
+        server, code: int, message: str, causes: list[dict[str, str]], error: type,
+        text: str) -> None:
     fake, api = server
-    message = "already exists" if code == 409 else "boom"
-    fake.routes[("POST", "/apis/batch/v1/namespaces/ns/jobs")] = (code, status(code, "X", message))
+    body = status(code, "Forbidden" if code == 403 else "X", message)
+    body["details"] = {"name": "async-worker-0", "group": "batch", "kind": "jobs",
+                       "causes": causes}
+    fake.routes[("POST", "/apis/batch/v1/namespaces/ns/jobs")] = (code, body)
     with pytest.raises(error) as caught:
         api.create(JOB)
     assert text in str(caught.value) and "\n" not in str(caught.value)
+    if message != RBAC:  # only the authorizer's denial is an RBAC problem
+        assert "RBAC" not in str(caught.value)
+
+
+def test_an_older_kubernetes_client_is_one_line_not_a_traceback() -> None:
+    k8s_api.check_client(k8s_api.client_version())  # the venv's own passes
+    with pytest.raises(UsageError) as caught:
+        k8s_api.check_client("36.1.0")  # no pydantic models, no param_serialize
+    assert str(caught.value) == ("the Kubernetes target needs the kubernetes client >= 37.0, "
+                                 "this venv has 36.1.0: `.venv/bin/pip install -e '.[k8s]'`")
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    pin = pyproject["project"]["optional-dependencies"]["k8s"]
+    assert pin == [f"kubernetes>={k8s_api.CLIENT_MIN[0]},<{k8s_api.CLIENT_MIN[0] + 1}"]
 
 
 def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
@@ -174,6 +211,8 @@ def test_service_proxy_posts_json_and_maps_rbac(server) -> None:
                      {"instances": [[0.0]]}) == {"predictions": [{"digit": 3}]}
     assert fake.requests[-1][3] == {"instances": [[0.0]]}
     status_path = "/api/v1/namespaces/ns/services/digits-serving:8501/proxy/v1/models/digits"
-    fake.routes[("GET", status_path)] = (403, status(403, "Forbidden", "no"))
-    with pytest.raises(Forbidden, match="services/proxy"):
+    denied = ('services "digits-serving" is forbidden: User "alice" cannot get resource '
+              '"services/proxy" in API group "" in the namespace "ns"')
+    fake.routes[("GET", status_path)] = (403, status(403, "Forbidden", denied))
+    with pytest.raises(Forbidden, match=r"RBAC: .*services/proxy"):
         api.proxy("ns", "digits-serving", 8501, "v1/models/digits")

@@ -66,8 +66,14 @@ def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restar
 
 
 def leftovers(api: FakeApi, run_id: str) -> list[Any]:
+    """What a run left that is not being deleted (a deleted namespace terminates a while)."""
     return [k for k, o in api.objects.items()
-            if o["metadata"].get("labels", {}).get(m.LABEL_RUN) == run_id]
+            if o["metadata"].get("labels", {}).get(m.LABEL_RUN) == run_id
+            and "deletionTimestamp" not in o["metadata"]]
+
+
+def live(api: FakeApi, kind: str) -> list[dict[str, Any]]:
+    return [o for o in api.list(kind) if "deletionTimestamp" not in o["metadata"]]
 
 
 def test_a_run_succeeds_collects_results_and_cleans_up_by_label(fake_labs: Path) -> None:
@@ -157,7 +163,7 @@ def test_rbac_refusal_rolls_back_everything_created(fake_labs: Path) -> None:
         run_lab(api)
     created = api.made("create")
     assert created and api.made("delete") == list(reversed(created))
-    assert api.list("Namespace") == []
+    assert live(api, "Namespace") == []
 
 
 def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) -> None:
@@ -167,7 +173,7 @@ def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) 
                                            r"ImagePullBackOff: pull access denied"):
         run_lab(api)
     assert api.made("delete")[-1].startswith("Namespace/tf-04-")
-    assert api.list("Namespace") == [] and api.list("Job") == []
+    assert live(api, "Namespace") == [] and api.list("Job") == []
     assert rundir.latest("04-fake-async").read()["status"] == "failed"
 
 
@@ -264,7 +270,31 @@ def test_shared_objects_are_reused_by_the_next_run_and_cleaned_with_the_lab(
     assert api.read("PersistentVolumeClaim", "models", "tf-shared") is not None
     assert api.read("Job", f"train-{first.run.run_id}-main", "tf-shared") is None
     cluster.clean(second.run, api=api, shared=True)  # the lab's last run: shared ones too
-    assert api.list("Namespace") == []
+    assert live(api, "Namespace") == []
+
+
+def test_a_run_right_after_clean_waits_for_the_terminating_namespace(
+        fake_labs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`labctl clean 11 && labctl run 11`: the lab's fixed namespace is still Terminating, and
+    NamespaceLifecycle refuses new objects in it; the run waits until it is gone."""
+    api = FakeApi(scripts={}, terminate_s=1.0)
+    first = run_lab(api, "11")
+    cluster.clean(first.run, api=api, shared=True)
+    assert api.read("Namespace", "tf-shared")["status"]["phase"] == "Terminating"
+    capsys.readouterr()
+    second = run_lab(api, "11")
+    assert second.outcome.status == "succeeded", second.outcome
+    assert "waiting for an earlier run's objects to finish deleting: Namespace/tf-shared" in (
+        capsys.readouterr().out)
+    assert api.made("create").count("Namespace/tf-shared") == 2
+
+
+def test_an_attendee_namespace_being_deleted_is_an_error(fake_labs: Path) -> None:
+    api = FakeApi(terminate_s=60)
+    api.create({"kind": "Namespace", "metadata": {"name": "alice"}})
+    api.delete("Namespace", "alice")
+    with pytest.raises(ClusterError, match="namespace alice is being deleted"):
+        run_lab(api, namespace="alice")
 
 
 def test_wait_started_fails_fast_on_an_image_that_cannot_be_pulled() -> None:
