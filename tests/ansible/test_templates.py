@@ -27,6 +27,12 @@ pytestmark = pytest.mark.slow
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: the decoy every host also "has"
 KUBE_VERSION = "1.37.1"
 CONTAINERD_VERSIONS = ["1.7.22", "2.0.5", "2.3.4"]
+# One mirror for a room of clusters, a second registry with two, and the catch-all namespace.
+MIRRORS = {
+    "docker.io": ["https://mirror.example:5000"],
+    "registry.k8s.io": ["https://mirror.example:5001", "http://192.168.56.1:5002"],
+    "_default": ["https://mirror.example:5003"],
+}
 JOIN = {
     "token": "abcdef.0123456789abcdef",
     "ca_hash": "sha256:" + "0" * 64,
@@ -117,6 +123,7 @@ def write_inventory(cluster: Cluster, root: Path) -> Path:
         "common_ntp_servers": ["ntp.example.org"],
         "control_plane_kubelet_config": {"serverTLSBootstrap": True},
         "render_containerd_versions": CONTAINERD_VERSIONS,
+        "containerd_registry_mirrors": MIRRORS,
         "render_join": JOIN,
     }
     directory = root / "inventory"
@@ -144,6 +151,8 @@ def render(cluster: Cluster, root: Path) -> Rendered:
             "results"
         ]:
             files[f"containerd/config-{result['item']}.toml"] = result["msg"]
+        for result in tasks["Render each mirrored registry's hosts.toml"][host]["results"]:
+            files[f"containerd/{result['item']}/hosts.toml"] = result["msg"]
         files["derived"] = tasks[
             "Show the derived variables the tasks use (URLs, package pins, endpoints)"
         ][host]["msg"]
@@ -173,7 +182,11 @@ def test_every_template_is_rendered(rendered: Any) -> None:
         for role in ROLES
         for path in (REPO / "roles" / role / "templates").glob("*.j2")
     }
-    names = {re.sub(r"-\d+\.\d+\.\d+\.toml$", ".toml", name) for name in out[cluster.first]}
+    names = {
+        re.sub(r"^containerd/[^/]+/hosts\.toml$", "containerd/hosts.toml",
+               re.sub(r"-\d+\.\d+\.\d+\.toml$", ".toml", name))
+        for name in out[cluster.first]
+    }
     assert templates <= names, f"not rendered: {sorted(templates - names)}"
 
 
@@ -281,6 +294,43 @@ def test_containerd_config_uses_systemd_cgroups(rendered: Any, version: str) -> 
     else:
         assert cri["cni"]["bin_dirs"] == ["/opt/cni/bin", "/usr/local/libexec/cni"]
         assert "bin_dir" not in cri["cni"]
+
+
+@pytest.mark.parametrize("version", CONTAINERD_VERSIONS)
+def test_containerd_config_reads_registry_hosts(rendered: Any, version: str) -> None:
+    """The CRI registry's config_path, in the plugin table of the config version written."""
+    cluster, out = rendered
+    config = tomllib.loads(text(out, cluster.first, f"containerd/config-{version}.toml"))
+    plugins = config["plugins"]
+    if version.startswith("1."):
+        registry = plugins["io.containerd.grpc.v1.cri"]["registry"]
+        assert "io.containerd.cri.v1.images" not in plugins
+    else:
+        registry = plugins["io.containerd.cri.v1.images"]["registry"]
+        assert "io.containerd.grpc.v1.cri" not in plugins
+    # config_path only: the deprecated mirrors/configs tables are an error beside it.
+    assert registry == {"config_path": "/etc/containerd/certs.d"}
+
+
+def test_registry_mirrors_hosts_toml(rendered: Any) -> None:
+    cluster, out = rendered
+    servers = {"docker.io": "https://registry-1.docker.io",
+               "registry.k8s.io": "https://registry.k8s.io"}
+    for host in cluster.nodes:
+        for registry, endpoints in MIRRORS.items():
+            rendered_text = text(out, host, f"containerd/{registry}/hosts.toml")
+            hosts = tomllib.loads(rendered_text)
+            # The marker the cleanup looks for, on the second line (the first is ansible_managed).
+            marker = rendered_text.splitlines()[1]
+            assert marker == "# Written by the containerd role from containerd_registry_mirrors"
+            assert hosts.get("server") == servers.get(registry), registry  # _default: none
+            assert list(hosts["host"]) == endpoints  # tried in the listed order
+            for endpoint in endpoints:
+                assert hosts["host"][endpoint] == {"capabilities": ["pull", "resolve"]}
+            assert set(hosts) <= {"server", "host"}
+    assert out[cluster.first]["derived"]["containerd_registry_files"] == [
+        f"/etc/containerd/certs.d/{r}/hosts.toml" for r in sorted(MIRRORS)
+    ]
 
 
 def test_pod_network_matches_kubeadm(rendered: Any) -> None:
