@@ -9,9 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from _svc import role_vars
 from conftest import require_group
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "roles" / "containerd" / "defaults" / "main.yml"
+# The first line after ansible_managed of every hosts.toml the role writes (roles/containerd/vars).
+MARKER = "# Written by the containerd role from containerd_registry_mirrors"
+DOCKER_IO = "https://registry-1.docker.io"
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +89,47 @@ def test_crictl_reaches_containerd(host: Any) -> None:
     info = host.run("crictl info")
     assert info.rc == 0, info.stderr
     assert '"SystemdCgroup": true' in info.stdout
+
+
+def test_registry_mirrors_are_hosts_toml_files(host: Any) -> None:
+    """One hosts.toml per registry of containerd_registry_mirrors (containerd's docs/hosts.md
+    layout), and none the role wrote for a registry no longer listed."""
+    config = role_vars(host, "containerd")
+    mirrors: dict[str, list[str]] = config["containerd_registry_mirrors"] or {}
+    directory = config["containerd_registry_config_dir"]
+    for registry, endpoints in mirrors.items():
+        hosts = tomllib.loads(host.file(f"{directory}/{registry}/hosts.toml").content_string)
+        if registry == "_default":
+            assert "server" not in hosts
+        else:
+            server = DOCKER_IO if registry == "docker.io" else f"https://{registry}"
+            assert hosts["server"] == server
+        assert list(hosts["host"]) == endpoints, "mirrors in the listed order"
+        for endpoint in endpoints:
+            wanted = config["containerd_registry_mirror_capabilities"]
+            assert hosts["host"][endpoint]["capabilities"] == wanted
+    found = host.run(f"grep -rlxF --include=hosts.toml '{MARKER}' {directory}")
+    written = {Path(p).parent.name for p in found.stdout.split()}
+    assert written == set(mirrors), f"hosts.toml files the role wrote: {sorted(written)}"
+
+
+def test_running_containerd_reads_the_registry_hosts(host: Any) -> None:
+    """containerd's own parser takes the config (`config dump`), the daemon started after the
+    config was last written (the handler restarted it) and is active."""
+    config = role_vars(host, "containerd")
+    major, _ = containerd_version(host)
+    dump = host.run("containerd config dump")
+    assert dump.rc == 0, dump.stderr
+    plugins = tomllib.loads(dump.stdout)["plugins"]
+    table = "io.containerd.cri.v1.images" if major >= 2 else "io.containerd.grpc.v1.cri"
+    assert plugins[table]["registry"]["config_path"] == config["containerd_registry_config_dir"]
+    assert host.service("containerd").is_running
+    started = host.check_output("systemctl show containerd --property=ActiveEnterTimestamp --value")
+    started_s = int(host.check_output(f"date -d '{started}' +%s"))
+    written_s = int(host.check_output("stat -c %Y /etc/containerd/config.toml"))
+    assert started_s >= written_s, "containerd runs with an older config.toml (no restart)"
+    if major < 2:
+        # containerd 1.x logs the CRI config it started with (2.x logs only the runtime's).
+        invocation = host.check_output("systemctl show containerd --property=InvocationID --value")
+        log = host.check_output(f"journalctl -o cat _SYSTEMD_INVOCATION_ID={invocation}")
+        assert f"ConfigPath:{config['containerd_registry_config_dir']}" in log
