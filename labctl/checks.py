@@ -39,6 +39,14 @@ def run_check(lab: Lab, run: RunDir) -> Verdict:
     """`python labs/NN-name/check.py RUN_DIR`; the verdict is written to RUN_DIR/check.json."""
     if not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py")
+    collect = run.read().get("collect") or {}
+    copied_by_hand = run.output.is_dir() and any(run.output.iterdir())
+    if collect.get("copied") is False and not copied_by_hand:  # results still on the volume
+        verdict = Verdict(False, "FAIL: the run's results were not copied from the cluster "
+                          f"({collect.get('reason')}): nothing to judge",
+                          f"copy them, then check again: {collect.get('command')}", 1)
+        _record(lab, run, verdict)
+        return verdict
     proc = subprocess.run(
         [sys.executable, str(lab.path / "check.py"), str(run.path)],
         env=task_env({}),
@@ -49,8 +57,12 @@ def run_check(lab: Lab, run: RunDir) -> Verdict:
         check=False,
     )
     verdict = parse_output(proc.stdout + proc.stderr, proc.returncode)
+    _record(lab, run, verdict)
+    return verdict
+
+
+def _record(lab: Lab, run: RunDir, verdict: Verdict) -> None:
     run.write(
         {"lab": lab.name, "run_id": run.run_id, "checked": iso(time.time()), **asdict(verdict)},
         "check.json",
     )
-    return verdict

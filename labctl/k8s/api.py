@@ -254,6 +254,21 @@ class Api:
             return False
         return True
 
+    def evict(self, pod: str, namespace: str, grace_s: int | None = None) -> bool:
+        """Delete a pod through the Eviction API (policy/v1): unlike a plain DELETE, it marks the
+        pod DisruptionTarget, which a Job's podFailurePolicy can ignore. False when gone."""
+        from kubernetes import client
+
+        body = client.V1Eviction(  # TypeMeta set as kubectl drain sets it
+            api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=pod, namespace=namespace),
+            delete_options=client.V1DeleteOptions(grace_period_seconds=grace_s))
+        try:
+            self._call(f"evict pod {pod} in namespace {namespace}",
+                       self.apis["core"].create_namespaced_pod_eviction, pod, namespace, body)
+        except NotFound:
+            return False
+        return True
+
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
         fn = self._fn("list", kind, namespace is not None)

@@ -45,8 +45,17 @@ COLLECT_TIMEOUT_S = 180.0
 GONE_TIMEOUT_S = 300.0  # a namespace's deletion waits for its pods' graceful shutdown
 COLLECT_MAX_FILE = 2 * 1024 * 1024  # files larger than this stay on the volume
 STOPPED = -15  # a Job that labctl deleted (as a SIGTERM'd local task)
-BAD_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
+# A pod waiting for these cannot start by waiting longer.
+BAD_WAITING = {"InvalidImageName", "ErrImageNeverPull", "CreateContainerError",
                "CreateContainerConfigError", "RunContainerError"}
+# The kubelet retries pulls with back-off: a registry rate limit or a flaky venue network
+# passes. Only an image that does not exist (or is private) fails at once.
+PULL_WAITING = {"ErrImagePull", "ImagePullBackOff"}
+PULL_RETRY_S = 300.0
+PULL_PERMANENT = ("not found", "manifest unknown", "pull access denied", "unauthorized",
+                  "insufficient_scope")
+PULL_FIX = ("pre-pull the lab images on every node (playbooks/images.yml) or give the cluster a "
+            "registry mirror (containerd_registry_mirrors)")
 
 
 class Skipped(Exception):
@@ -162,12 +171,21 @@ def rollback(api: Api, created: Sequence[m.Manifest]) -> None:
 
 
 # --- 3. wait for the pods ----------------------------------------------------------------------
-def _waiting_reason(pod: m.Manifest) -> tuple[str, str] | None:
+def _waiting(pod: m.Manifest) -> tuple[str, str, str] | None:
+    """(reason, message, image) of the pod's first container that waits for a reason."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in BAD_WAITING:
-            return waiting["reason"], waiting.get("message", "")
+        if waiting.get("reason"):
+            return waiting["reason"], " ".join(str(waiting.get("message", "")).split()), \
+                str(status.get("image") or "")
     return None
+
+
+def registry(image: str) -> str:
+    """The registry an image reference pulls from (docker.io when the name has none)."""
+    first, slash, _ = image.partition("/")
+    return first if slash and ("." in first or ":" in first or first == "localhost") \
+        else "docker.io"
 
 
 def _unschedulable(pod: m.Manifest) -> str | None:
@@ -179,13 +197,26 @@ def _unschedulable(pod: m.Manifest) -> str | None:
 
 def _hopeless(pods: Sequence[m.Manifest], pending_since: dict[str, float],
               clock: Callable[[], float]) -> None:
-    """Fail at once on a pod that cannot pull its image or start its container, and on one
-    that found no node for UNSCHEDULABLE_S."""
+    """Fail at once on a pod that cannot start its container or pull an image that does not
+    exist; after PULL_RETRY_S on one whose pulls keep failing; after UNSCHEDULABLE_S on one
+    that found no node."""
     for pod in pods:
         name = pod["metadata"]["name"]
-        bad = _waiting_reason(pod)
-        if bad:
-            raise ClusterError(f"pod {name} cannot start: {bad[0]}: {bad[1]}".strip())
+        waiting = _waiting(pod)
+        if waiting and waiting[0] in BAD_WAITING:
+            raise ClusterError(f"pod {name} cannot start: {waiting[0]}: {waiting[1]}".strip())
+        if waiting and waiting[0] in PULL_WAITING:
+            reason, message, image = waiting
+            image = image or next((c.get("image", "") for c in pod.get("spec", {}).get(
+                "containers", [])), "")
+            permanent = any(p in message.lower() for p in PULL_PERMANENT)
+            since = pending_since.setdefault(f"pull {name}", clock())
+            if permanent or clock() - since >= PULL_RETRY_S:
+                how_long = "" if permanent else f" for {PULL_RETRY_S:g} s"
+                raise ClusterError(f"pod {name} cannot pull image {image} from {registry(image)}"
+                                   f"{how_long} ({reason}: {message}): {PULL_FIX}")
+        else:
+            pending_since.pop(f"pull {name}", None)
         reason = _unschedulable(pod)
         if reason and clock() - pending_since.setdefault(name, clock()) >= UNSCHEDULABLE_S:
             raise ClusterError(f"pod {name} cannot be scheduled: {reason}")
@@ -377,11 +408,12 @@ class JobHandle:
             return live[-1]["metadata"]["name"] if live else None
 
     def kill(self) -> None:
-        """Fault injection: delete the pod; the Job replaces it (a DisruptionTarget is not
-        counted against backoffLimit)."""
+        """Fault injection: evict the pod; the Job replaces it. An evicted pod carries the
+        DisruptionTarget condition, which the Job's podFailurePolicy ignores, so the kill does
+        not use up backoffLimit (a plain DELETE would)."""
         pod = self.current_pod()
         if pod:
-            self.api.delete("Pod", pod, self.namespace, grace_s=0)
+            self.api.evict(pod, self.namespace, grace_s=0)
 
     def terminate(self) -> None:
         with self.lock:
@@ -439,58 +471,113 @@ sys.stdout.write(base64.b64encode(buf.getvalue()).decode())
 """
 
 
-def collector_pod(lab: Lab, where: m.Placement, names: m.Names, image: str) -> m.Manifest:
-    """A pod that prints the volume's files (as a base64 tar) for labctl to unpack locally."""
+def collector_pod(lab: Lab, where: m.Placement, names: m.Names, image: str,
+                  node: str | None = None) -> m.Manifest:
+    """A pod that prints the volume's files (as a base64 tar) for labctl to unpack locally. It
+    runs on `node`, the one that just ran the lab's image (so nothing is pulled: the -gpu image
+    is several GB), through the scheduler (matchFields on metadata.name, as DaemonSets do)."""
+    spec: m.Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": m.pod_security(),
+        "containers": [{
+            "name": m.CONTAINER,
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-c", COLLECT_SCRIPT.format(
+                root=m.OUTPUT_MOUNT, limit=COLLECT_MAX_FILE)],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                          "limits": {"cpu": "1", "memory": "512Mi"}},
+            "securityContext": m.container_security(),
+            "volumeMounts": [{"name": "output", "mountPath": m.OUTPUT_MOUNT,
+                              "readOnly": True}],
+        }],
+        "volumes": [{"name": "output", "persistentVolumeClaim": {
+            "claimName": names.volume, "readOnly": True}}],
+    }
+    if node:
+        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": f"{names.base}-collect", "namespace": where.namespace,
                      "labels": m.labels(lab, where, "collector")},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": False,
-            "securityContext": m.pod_security(),
-            "containers": [{
-                "name": m.CONTAINER,
-                "image": image,
-                "command": ["python3", "-c", COLLECT_SCRIPT.format(
-                    root=m.OUTPUT_MOUNT, limit=COLLECT_MAX_FILE)],
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                              "limits": {"cpu": "1", "memory": "512Mi"}},
-                "securityContext": m.container_security(),
-                "volumeMounts": [{"name": "output", "mountPath": m.OUTPUT_MOUNT,
-                                  "readOnly": True}],
-            }],
-            "volumes": [{"name": "output", "persistentVolumeClaim": {
-                "claimName": names.volume, "readOnly": True}}],
-        },
+        "spec": spec,
     }
 
 
 def unpack(encoded: str, into: Path) -> list[str]:
-    data = base64.b64decode(encoded.strip())
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = [t for t in tar.getmembers() if t.isfile()]
-        tar.extractall(into, members=members, filter="data")
+    """The collector's output into `into`; a garbled or cut-off copy is a ClusterError."""
+    import binascii
+    import zlib
+
+    try:
+        data = base64.b64decode(encoded.strip(), validate=True)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = [t for t in tar.getmembers() if t.isfile()]
+            tar.extractall(into, members=members, filter="data")
+    except (binascii.Error, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ClusterError(f"the collector's output is not a complete archive "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     return [t.name for t in members]
 
 
 def collect(api: Api, pod: m.Manifest, into: Path, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Run the collector pod and unpack its output; ClusterError says why a copy failed."""
     name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    api.delete("Pod", name, ns, grace_s=0)  # left by an interrupted earlier copy
     api.create(pod)
+    pending_since: dict[str, float] = {}
     try:
         started = clock()
         while True:
-            phase = (api.read("Pod", name, ns) or {}).get("status", {}).get("phase")
+            current = api.read("Pod", name, ns) or {}
+            phase = current.get("status", {}).get("phase")
             if phase == "Succeeded":
                 return unpack(api.log(name, ns, m.CONTAINER), into)
-            if phase == "Failed" or clock() - started > COLLECT_TIMEOUT_S:
-                raise ClusterError(f"could not copy the results from the volume (pod {name}: "
-                                   f"{phase}); they stay on the PVC {pod['spec']['volumes'][0]}")
+            if phase == "Failed":
+                raise ClusterError(f"pod {name} failed: "
+                                   f"{api.log(name, ns, m.CONTAINER)[-200:].strip()}")
+            if current:
+                _hopeless([current], pending_since, clock)
+            if clock() - started > COLLECT_TIMEOUT_S:
+                raise ClusterError(f"pod {name} did not finish within {COLLECT_TIMEOUT_S:g} s "
+                                   f"(phase {phase})")
             sleep(POLL_S)
     finally:
-        api.delete("Pod", name, ns, grace_s=0)
+        with contextlib.suppress(ClusterError):
+            api.delete("Pod", name, ns, grace_s=0)
+
+
+def copy_command(pod: m.Manifest, manifest: Path, into: Path) -> str:
+    """The kubectl commands that do what `collect` does, for when it could not."""
+    name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    return (f"kubectl -n {ns} create -f {manifest} && kubectl -n {ns} wait --for="
+            f"jsonpath='{{.status.phase}}'=Succeeded pod/{name} --timeout=10m && kubectl -n {ns} "
+            f"logs {name} | base64 -d | tar -xzf - -C {into} && kubectl -n {ns} delete pod {name}")
+
+
+def collect_results(api: Api, run_dir: RunDir, pod: m.Manifest) -> dict[str, Any]:
+    """Copy the results into the run dir; a failed copy is reported, not a failed run (the
+    training verdict is already written). What happened, for the run record."""
+    try:
+        copied = collect(api, pod, run_dir.output)
+    except ClusterError as exc:
+        manifest = run_dir.path / "collect.yaml"
+        from labctl.k8s.yamlout import dump
+
+        manifest.write_text(dump([pod]))
+        command = copy_command(pod, manifest, run_dir.output)
+        print(f"labctl: warning: the run succeeded but its results were not copied from the "
+              f"volume ({exc}); they stay on the cluster until `labctl clean`; copy them with: "
+              f"{command}", flush=True)
+        return {"copied": False, "reason": str(exc), "command": command}
+    print(f"labctl: copied {len(copied)} file(s) from the volume into {run_dir.output}",
+          flush=True)
+    return {"copied": True, "files": len(copied)}
 
 
 # --- the whole run -----------------------------------------------------------------------------
@@ -576,10 +663,9 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     outcome = execute(run_dir, k8s_spec, record, backend, quiet,
                       extra=lambda: {"pods": backend.summary()})
     if outcome.status == "succeeded":
-        copied = collect(api, collector_pod(lab, where, names, m.image(lab, where)),
-                         run_dir.output)
-        print(f"labctl: copied {len(copied)} file(s) from the volume into "
-              f"{run_dir.output}", flush=True)
+        ran = backend.summary().get(spec.success.name, {}).get("pods") or [{}]
+        pod = collector_pod(lab, where, names, m.image(lab, where), ran[-1].get("node"))
+        run_dir.write({**run_dir.read(), "collect": collect_results(api, run_dir, pod)})
     elif outcome.failed_task:
         summary = backend.summary().get(outcome.failed_task, {})
         pods = summary.get("pods", [])

@@ -36,6 +36,8 @@ class Attempt:
     every_s: float = 0.02
     forever: bool = False  # a server that only ends when deleted
     waiting: str | None = None  # stays Pending with this reason (e.g. ImagePullBackOff)
+    waiting_message: str = "pull access denied"
+    waiting_s: float | None = None  # then starts after all (a pull that succeeded on retry)
 
 
 def _now() -> str:
@@ -55,10 +57,11 @@ class FakeApi:
             "nfs-client",), runtime_classes: tuple[str, ...] = (), gpus: int = 0,
             forbid: set[tuple[str, str]] | None = None,
             scripts: dict[str, list[Attempt]] | None = None,
-            terminate_s: float = 0.3) -> None:
+            terminate_s: float = 0.3, collector: str = "ok") -> None:
         self.reachable = reachable
         # A deleted namespace stays, Terminating, until the namespace controller has emptied it.
         self.terminate_s = terminate_s
+        self.collector = collector  # "ok", "garbled" (cut-off output) or a waiting reason
         self.forbid = forbid or set()
         self.scripts = scripts or {}
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -137,6 +140,12 @@ class FakeApi:
         if kind == "Pod" and meta["labels"].get("app.kubernetes.io/component") == "collector":
             obj["status"] = {"phase": "Succeeded"}
             self.logs[meta["name"]] = [self._tar_volume()]
+            if self.collector == "garbled":
+                self.logs[meta["name"]] = [self.logs[meta["name"]][0][:40]]
+            elif self.collector != "ok":
+                obj["status"] = {"phase": "Pending", "containerStatuses": [{
+                    "image": doc["spec"]["containers"][0]["image"], "state": {"waiting": {
+                        "reason": self.collector, "message": "not found"}}}]}
 
     def read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         self._guard("get", kind)
@@ -175,6 +184,19 @@ class FakeApi:
                     self._remove_pod(self.objects[key])
                 self.objects.pop(key, None)
             self.objects.pop(self._key("Namespace", namespace, None), None)
+
+    def evict(self, pod: str, namespace: str, grace_s: int | None = None) -> bool:
+        """The Eviction API: the pod gets DisruptionTarget (reason EvictionByEvictionAPI),
+        then goes as if deleted."""
+        self._guard("evict", "Pod", pod, namespace)
+        with self.lock:
+            obj = self.objects.get(self._key("Pod", pod, namespace))
+            if obj is None:
+                return False
+            obj["status"].setdefault("conditions", []).append({
+                "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"})
+            obj["evicted"] = True
+        return self.delete("Pod", pod, namespace, grace_s)
 
     def list(self, kind: str, namespace: str | None = None, selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
@@ -234,8 +256,10 @@ class FakeApi:
             with self.lock:
                 if self._key("Job", meta["name"], meta["namespace"]) not in self.objects:
                     return  # the Job was deleted
-                if code is None:  # pod deleted: DisruptionTarget, ignored by podFailurePolicy
+                if code is None and pod.get("evicted"):  # DisruptionTarget: the Ignore rule
                     continue
+                if code is None:  # a plain DELETE: SIGKILL'd, Failed, counted as a failure
+                    code = 137
                 if code == 0:
                     job["status"]["conditions"] = [{"type": "Complete", "status": "True"}]
                     return
@@ -255,23 +279,36 @@ class FakeApi:
         meta = job["metadata"]
         labels = dict(job["spec"]["template"]["metadata"]["labels"])
         labels["batch.kubernetes.io/job-name"] = meta["name"]
+        containers = job["spec"]["template"]["spec"]["containers"]
+        image = containers[0]["image"]
         with self.lock:
             name = f"{meta['name']}-{next(self.serial):05d}"
             pod = self._put({"kind": "Pod", "metadata": {
                 "name": name, "namespace": meta["namespace"], "labels": labels},
-                "spec": {"nodeName": "node-1"},
+                "spec": {"nodeName": "node-1", "containers": copy.deepcopy(containers)},
                 "status": {"phase": "Running", "containerStatuses": [
-                    {"name": "tensorflow", "state": {"running": {}}, "restartCount": 0}]}})
+                    {"name": "tensorflow", "image": image, "state": {"running": {}},
+                     "restartCount": 0}]}})
             if attempt.waiting:
+                running = pod["status"]
                 pod["status"] = {"phase": "Pending", "containerStatuses": [{
-                    "name": "tensorflow", "state": {"waiting": {
-                        "reason": attempt.waiting, "message": "pull access denied"}}}]}
+                    "name": "tensorflow", "image": image, "state": {"waiting": {
+                        "reason": attempt.waiting, "message": attempt.waiting_message}}}]}
+                if attempt.waiting_s is not None:
+                    threading.Timer(attempt.waiting_s, self._start_after_wait,
+                                    args=(pod, running)).start()
             self.logs[name] = []
         return pod
 
+    def _start_after_wait(self, pod: dict[str, Any], running: dict[str, Any]) -> None:
+        with self.lock:
+            if not pod.get("deleted"):
+                pod["status"] = running
+                pod["started"] = True
+
     def _run_pod(self, pod: dict[str, Any], attempt: Attempt) -> int | None:
         name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
-        while attempt.waiting and not pod.get("deleted"):
+        while attempt.waiting and not pod.get("deleted") and not pod.get("started"):
             time.sleep(0.01)
         for line in attempt.lines:
             if pod.get("deleted"):

@@ -216,3 +216,17 @@ def test_service_proxy_posts_json_and_maps_rbac(server) -> None:
     fake.routes[("GET", status_path)] = (403, status(403, "Forbidden", denied))
     with pytest.raises(Forbidden, match=r"RBAC: .*services/proxy"):
         api.proxy("ns", "digits-serving", 8501, "v1/models/digits")
+
+
+def test_evict_posts_a_policy_v1_eviction(server) -> None:
+    fake, api = server
+    path = "/api/v1/namespaces/ns/pods/w-0-abc/eviction"
+    fake.routes[("POST", path)] = (201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                         "status": "Success"})
+    assert api.evict("w-0-abc", "ns", grace_s=0) is True
+    method, sent, _, body = fake.requests[-1]
+    assert (method, sent) == ("POST", path)
+    assert body == {"apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": "w-0-abc", "namespace": "ns"},
+                    "deleteOptions": {"gracePeriodSeconds": 0}}
+    assert api.evict("gone", "ns") is False

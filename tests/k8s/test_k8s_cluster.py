@@ -169,8 +169,9 @@ def test_rbac_refusal_rolls_back_everything_created(fake_labs: Path) -> None:
 def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) -> None:
     api = FakeApi(scripts=async_scripts(**{
         "fake-async-worker-1": [Attempt(waiting="ImagePullBackOff")]}))
-    with pytest.raises(ClusterError, match=r"pod fake-async-worker-1-\d+ cannot start: "
-                                           r"ImagePullBackOff: pull access denied"):
+    with pytest.raises(ClusterError, match=r"pod fake-async-worker-1-\d+ cannot pull image "
+                                           r"tensorflow/tensorflow:2\.21\.0 from docker\.io "
+                                           r"\(ImagePullBackOff: pull access denied\): pre-pull"):
         run_lab(api)
     assert api.made("delete")[-1].startswith("Namespace/tf-04-")
     assert live(api, "Namespace") == [] and api.list("Job") == []
@@ -201,7 +202,7 @@ def test_exit_2_fails_at_once_through_pod_failure_policy(fake_labs: Path) -> Non
     assert (done.run.logs / "worker-1.log").read_text().count("TF_CONFIG bad") == 1
 
 
-def test_kill_deletes_the_pod_and_the_replacement_rejoins(fake_labs: Path,
+def test_kill_evicts_the_pod_and_the_replacement_rejoins(fake_labs: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     worker1 = [Attempt(progress(4, 8, 12, 16, 20), every_s=0.3),
                Attempt(["rejoined", *progress(22, 24)], files={"tasks/worker-1.json": "{}"})]
@@ -209,8 +210,12 @@ def test_kill_deletes_the_pod_and_the_replacement_rejoins(fake_labs: Path,
         "fake-async-worker-0": [Attempt(progress(5, 10, 15, 20, 25, 30), every_s=0.3,
                                         files={"results.json": RESULTS})],
         "fake-async-worker-1": worker1}))
-    done = run_lab(api, kills=("worker:1@8",))
+    # backoffLimit 0: only an eviction (DisruptionTarget, ignored by the podFailurePolicy)
+    # leaves the Job alive; a plain DELETE would count as its one allowed failure.
+    done = run_lab(api, kills=("worker:1@8",), restarts=0)
     assert done.outcome.status == "succeeded", done.outcome
+    evicted = [c for c in api.calls if c[0] == "evict"]
+    assert len(evicted) == 1
     deleted_pods = [d for d in api.made("delete") if d.startswith("Pod/fake-async-worker-1")]
     assert len(deleted_pods) == 1
     log = (done.run.logs / "worker-1.log").read_text()
@@ -297,17 +302,74 @@ def test_an_attendee_namespace_being_deleted_is_an_error(fake_labs: Path) -> Non
         run_lab(api, namespace="alice")
 
 
-def test_wait_started_fails_fast_on_an_image_that_cannot_be_pulled() -> None:
-    api = FakeApi()
-    api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
+def pull_waiting(api: FakeApi, reason: str, message: str) -> None:
+    """A Job's pod that waits for its image, as the kubelet reports it."""
+    if api.read("Namespace", "ns") is None:
+        api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
     api._put({"kind": "Pod", "metadata": {
         "name": "w-0-abc", "namespace": "ns",
         "labels": {"batch.kubernetes.io/job-name": "w-0", m.LABEL_RUN: "r"}},
-        "status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
-            "reason": "ImagePullBackOff", "message": "pull access denied"}}}]}})
-    with pytest.raises(ClusterError, match="pod w-0-abc cannot start: ImagePullBackOff: pull"):
+        "status": {"phase": "Pending", "containerStatuses": [{
+            "image": "tensorflow/tensorflow:2.21.0-gpu", "state": {"waiting": {
+                "reason": reason, "message": message}}}]}})
+
+
+# The kubelet's words (containerd's error, then the back-off that repeats it).
+NOT_FOUND = ('failed to pull and unpack image "docker.io/tensorflow/tensorflow:2.21.0-gpu": '
+             'failed to resolve reference "docker.io/tensorflow/tensorflow:2.21.0-gpu": '
+             'docker.io/tensorflow/tensorflow:2.21.0-gpu: not found')
+RATE_LIMIT = ('Back-off pulling image "tensorflow/tensorflow:2.21.0-gpu": ErrImagePull: '
+              'failed to copy: httpReadSeeker: failed open: unexpected status code '
+              'https://registry-1.docker.io/v2/tensorflow/tensorflow/manifests/sha256:0: '
+              '429 Too Many Requests - Server message: toomanyrequests: You have reached your '
+              'pull rate limit')
+
+
+def test_wait_started_fails_fast_on_an_image_that_does_not_exist() -> None:
+    api = FakeApi()
+    pull_waiting(api, "ErrImagePull", NOT_FOUND)
+    with pytest.raises(ClusterError, match=r"pod w-0-abc cannot pull image tensorflow/tensorflow"
+                                           r":2\.21\.0-gpu from docker\.io \(ErrImagePull: .*"
+                                           r"not found\): pre-pull the lab images"):
         cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              sleep=lambda _s: None)
+
+
+def test_a_rate_limited_pull_is_retried_until_the_deadline() -> None:
+    """A registry rate limit passes (the kubelet retries): no failure before PULL_RETRY_S,
+    then one line naming the image and the registry."""
+    api = FakeApi()
+    pull_waiting(api, "ImagePullBackOff", RATE_LIMIT)
+    now, seen = [0.0], []
+
+    def tick(seconds: float) -> None:
+        seen.append(now[0])
+        now[0] += 20
+
+    with pytest.raises(ClusterError) as caught:
+        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+                             timeout_s=3600, clock=lambda: now[0], sleep=tick)
+    assert max(seen) >= cluster.PULL_RETRY_S - 20
+    assert str(caught.value).startswith(
+        "pod w-0-abc cannot pull image tensorflow/tensorflow:2.21.0-gpu from docker.io for "
+        "300 s (ImagePullBackOff: Back-off pulling image")
+    assert "429 Too Many Requests" in str(caught.value)
+
+
+def test_a_pull_that_succeeds_on_retry_lets_the_run_go_on(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts(**{"fake-async-worker-1": [Attempt(
+        progress(4, 8, 12, 16, 20), waiting="ErrImagePull", waiting_message=RATE_LIMIT,
+        waiting_s=0.5, files={"tasks/worker-1.json": "{}"})]}))
+    done = run_lab(api)
+    assert done.outcome.status == "succeeded", done.outcome
+
+
+@pytest.mark.parametrize("image, registry", [
+    ("tensorflow/serving:2.21.0", "docker.io"), ("busybox", "docker.io"),
+    ("registry.k8s.io/pause:3.10", "registry.k8s.io"), ("localhost/tf-lab:1", "localhost"),
+    ("mirror.lan:5000/tensorflow/tensorflow:2.21.0", "mirror.lan:5000")])
+def test_the_registry_of_an_image(image: str, registry: str) -> None:
+    assert cluster.registry(image) == registry
 
 
 def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
@@ -327,6 +389,55 @@ def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
     with pytest.raises(ClusterError, match=r"cannot be scheduled: 0/3 nodes .* nvidia\.com/gpu"):
         cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              clock=lambda: now[0], sleep=tick)
+
+
+def test_the_collector_runs_where_the_lab_ran_and_pulls_nothing(fake_labs: Path) -> None:
+    api = FakeApi(scripts=async_scripts())
+    created: list[dict[str, Any]] = []
+    real_create = api.create
+    api.create = lambda doc: (created.append(doc), real_create(doc))[1]  # type: ignore[method-assign]
+    done = run_lab(api)
+    assert done.run.read()["collect"] == {"copied": True, "files": 3}
+    pod = next(d for d in created if d["metadata"]["name"] == "fake-async-collect")
+    container = pod["spec"]["containers"][0]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}]
+
+
+@pytest.mark.parametrize("collector, reason", [
+    ("garbled", "the collector's output is not a complete archive"),
+    ("ErrImagePull", "cannot pull image tensorflow/tensorflow:2.21.0 from docker.io"),
+])
+def test_a_failed_copy_keeps_the_training_verdict_and_says_how_to_copy(
+        fake_labs: Path, capsys: pytest.CaptureFixture[str], collector: str,
+        reason: str) -> None:
+    from labctl.checks import run_check
+
+    api = FakeApi(scripts=async_scripts(), collector=collector)
+    done = run_lab(api)
+    record = done.run.read()
+    assert done.outcome.status == record["status"] == "succeeded"
+    assert record["collect"]["copied"] is False and reason in record["collect"]["reason"]
+    out = capsys.readouterr().out
+    warning = next(ln for ln in out.splitlines() if ln.startswith("labctl: warning:"))
+    assert reason in warning and f"kubectl -n {record['namespace']} create -f " in warning
+    assert (done.run.path / "collect.yaml").is_file()
+    assert "Pod/fake-async-collect" in api.made("delete")  # not left behind
+    # A check that would pass anything: labctl does not even ask it without the results.
+    (fake_labs / "04-fake-async" / "check.py").write_text("print('PASS: anything')\n")
+    verdict = run_check(load("04"), done.run)
+    assert not verdict.passed and "were not copied from the cluster" in verdict.message
+    assert verdict.hint.startswith("copy them, then check again: kubectl -n ")
+
+
+def test_a_garbled_archive_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"^the collector's output is not a complete archive "
+                                           r"\(\w+: [^\n]*\)$"):
+        cluster.unpack("H4sIAAAAAAAA", tmp_path)
+    with pytest.raises(ClusterError, match="not a complete archive"):
+        cluster.unpack("not base64 at all!", tmp_path)
 
 
 def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
