@@ -260,7 +260,8 @@ class Api:
         from kubernetes import client
 
         body = client.V1Eviction(  # TypeMeta set as kubectl drain sets it
-            api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=pod, namespace=namespace),
+            api_version="policy/v1", kind="Eviction",
+            metadata=client.V1ObjectMeta(name=pod, namespace=namespace),
             delete_options=client.V1DeleteOptions(grace_period_seconds=grace_s))
         try:
             self._call(f"evict pod {pod} in namespace {namespace}",
