@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from labctl.errors import UsageError
 from labctl.labs import REPO
 
 REQUEST_TIMEOUT_S = 10
+LOG_IDLE_S = 60  # a follow stream silent this long is opened again (a dead connection hangs)
+LOG_RETRY_S = 120.0  # how long a broken log stream is followed again before giving up
+LOG_RETRY_PAUSE_S = 1.0
 # The client this code is written for: 37 is the first with pydantic models and
 # ApiClient.param_serialize (proxy). pyproject.toml's k8s extra pins the same.
 CLIENT_MIN = (37, 0)
@@ -122,6 +126,13 @@ def _network_reason(exc: BaseException) -> str:
     """The gist of a urllib3/socket error, not its page-long repr."""
     text = " ".join(str(getattr(exc, "reason", None) or exc).split())
     return next((r for r in NETWORK_REASONS if r in text.lower()), text[:120])
+
+
+def _stamped(raw: bytes) -> tuple[str, str]:
+    """`2026-12-02T02:05:31.123456789Z text` (timestamps=true) -> (timestamp, text)."""
+    line = raw.decode("utf-8", "replace").rstrip("\r")
+    ts, space, text = line.partition(" ")
+    return (ts, text) if space and ts[:1].isdigit() and ts.endswith("Z") else ("", line)
 
 
 def _what(verb: str, kind: str, name: str | None, namespace: str | None) -> str:
@@ -282,17 +293,94 @@ class Api:
         result = self._call(_what("list", kind, None, namespace), fn, *args, **kwargs)
         return list(self._plain(result).get("items") or [])
 
-    def log_lines(self, pod: str, namespace: str, container: str) -> Iterator[str]:
-        """Follow a pod's log from its start until the container ends."""
-        from kubernetes import watch
+    def _log_stream(self, pod: str, namespace: str, container: str,
+                    since: str | None) -> Iterator[tuple[str, str]]:
+        """(timestamp, line) of one follow request. Built by hand: the generated client has no
+        sinceTime for pod logs, and its Watch drops a last line without a newline."""
+        query = [("container", container), ("follow", "true"), ("timestamps", "true")]
+        if since:
+            query.append(("sinceTime", since))
+        params = self.client_api.param_serialize(
+            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query_params=query,
+            header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+        what = _what("read", "Pod", pod, namespace) + " logs"
+        reply = self._call(what, self.client_api.call_api, *params,
+                           _request_timeout=(REQUEST_TIMEOUT_S, LOG_IDLE_S))
+        if reply.status >= 400:
+            reply.read()
+            try:
+                status = dict(json.loads(reply.data or b"{}"))
+            except ValueError:
+                status = {"message": reply.data.decode("utf-8", "replace")[:200]}
+            raise refusal(what, reply.status, status, self.host, self.kubeconfig)
+        pending = b""
+        # read1: what has arrived, so lines before a broken connection are not lost with it.
+        while chunk := reply.response.read1(64 * 1024):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                yield _stamped(raw)
+        if pending:
+            yield _stamped(pending)
 
-        fn = self.apis["core"].read_namespaced_pod_log
-        stream = watch.Watch().stream(fn, pod, namespace, container=container, follow=True,
-                                      _request_timeout=None)
-        try:
-            yield from stream
-        except Exception as exc:  # the API server went away mid-stream
-            yield f"----- labctl: log stream of pod {pod} broke: {exc} -----"
+    def _container_state(self, pod: str, namespace: str, container: str) -> str:
+        """running, waiting, terminated, or gone (the pod was deleted)."""
+        obj = self.read("Pod", pod, namespace)
+        if obj is None:
+            return "gone"
+        for status in obj.get("status", {}).get("containerStatuses") or []:
+            if status.get("name") == container:
+                return next(iter(status.get("state") or {"waiting": None}))
+        return "waiting"
+
+    def log_lines(self, pod: str, namespace: str, container: str,
+                  sleep: Any = time.sleep, clock: Any = time.monotonic) -> Iterator[str]:
+        """Follow a pod's log until the container ends. A stream that breaks while the container
+        runs (API server restart, VIP failover) is followed again from the last line's second
+        (sinceTime); lines already passed on are dropped by their timestamps. After
+        LOG_RETRY_S of failures the follower gives up with a marker line."""
+        from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+        last: str | None = None  # timestamp of the last line passed on
+        same = 0  # how many lines passed on carry exactly that timestamp
+        failing_since: float | None = None
+        while True:
+            ended = False
+            try:
+                skip = same
+                for ts, text in self._log_stream(pod, namespace, container,
+                                                 last[:19] + "Z" if last else None):
+                    if last is not None and ts and ts < last:
+                        continue
+                    if ts and ts == last and skip:
+                        skip -= 1
+                        continue
+                    last, same = (ts, same + 1) if ts == last else (ts, 1)
+                    failing_since = None
+                    yield text
+                ended = True
+                state = self._container_state(pod, namespace, container)
+            except (ClusterError, HTTPError, OSError) as exc:
+                problem = _network_reason(exc) if not isinstance(exc, ClusterError) else str(exc)
+                try:
+                    state = self._container_state(pod, namespace, container)
+                except ClusterError:
+                    state = "unknown"
+                if state == "gone":
+                    return
+                if isinstance(exc, ReadTimeoutError) and state == "running":
+                    continue  # a quiet task (a parameter server prints little): follow again
+                now = clock()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= LOG_RETRY_S:
+                    yield (f"----- labctl: gave up following pod {pod}'s log after "
+                           f"{LOG_RETRY_S:g} s: {problem} -----")
+                    return
+                sleep(LOG_RETRY_PAUSE_S)
+                continue
+            if ended and state in ("terminated", "gone"):
+                return
+            sleep(LOG_RETRY_PAUSE_S)  # ended while the container runs: the server cut it
 
     def proxy(self, namespace: str, service: str, port: int, path: str,
               body: dict[str, Any] | None = None) -> dict[str, Any]:

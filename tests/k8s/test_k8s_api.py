@@ -48,8 +48,12 @@ class FakeApiServer:
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
                 server.requests.append((self.command, url.path, parse_qs(url.query), body))
-                code, reply = server.routes.get((self.command, url.path),
-                                                (404, status(404, "NotFound", "not found")))
+                route = server.routes.get((self.command, url.path),
+                                          (404, status(404, "NotFound", "not found")))
+                if callable(route):  # writes its own, possibly broken, reply
+                    route(self, parse_qs(url.query))
+                    return
+                code, reply = route
                 if reply == "echo":
                     reply = body
                 data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
@@ -194,13 +198,101 @@ def test_no_kubeconfig_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         Api("/nope")
 
 
-def test_pod_logs_are_followed_line_by_line(server) -> None:
+def stamp(second: int, nano: int, text: str) -> str:
+    return f"2026-12-02T10:00:{second:02d}.{nano:09d}Z {text}\n"
+
+
+class LogScript:
+    """GET .../pods/p/log: one scripted reply per request, sent chunked as the API server sends
+    logs (one chunk per line). A reply whose `cut` is set stops mid-chunk and closes the
+    connection, as a restarting API server or a moved VIP does."""
+
+    def __init__(self, replies: list[tuple[str, bool]]) -> None:
+        self.replies = replies
+        self.queries: list[dict[str, list[str]]] = []
+
+    def __call__(self, handler: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+        self.queries.append(query)
+        text, cut = self.replies.pop(0) if self.replies else ("", False)
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        for line in text.splitlines(keepends=True):
+            data = line.encode()
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            handler.wfile.flush()
+        if not cut:
+            handler.wfile.write(b"0\r\n\r\n")
+        else:
+            handler.wfile.write(b"40\r\npartial")  # a chunk that never completes
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def pod(state: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"},
+            "status": {"containerStatuses": [{"name": "tensorflow", "image": "i", "imageID": "",
+                                              "ready": state == "running", "restartCount": 0,
+                                              "state": {state: {} if state != "terminated" else
+                                                        {"exitCode": 0}}}]}}
+
+
+def test_a_broken_log_stream_is_followed_again_without_losing_or_repeating_lines(
+        server) -> None:
+    fake, api = server
+    logs = LogScript([
+        # Cut after line 3; line 4 was in flight and is lost with the connection.
+        (stamp(1, 1, "one") + stamp(2, 5, "two") + stamp(2, 7, "three") + "2026-12-02T1", True),
+        # Followed again from second 2: the server repeats two and three, then goes on; the
+        # last line has no newline (the container's last write).
+        (stamp(2, 5, "two") + stamp(2, 7, "three") + stamp(2, 9, "PROGRESS step=4")
+         + stamp(3, 0, "done").rstrip("\n"), False),
+    ])
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = logs
+    states = iter(["running", "terminated"])
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p")] = lambda h, q: json_reply(
+        h, pod(next(states)))
+    pauses: list[float] = []
+    lines = list(api.log_lines("p", "ns", "tensorflow", sleep=pauses.append))
+    assert lines == ["one", "two", "three", "PROGRESS step=4", "done"]
+    first, again = logs.queries
+    assert first["follow"] == ["true"] and first["timestamps"] == ["true"]
+    assert first["container"] == ["tensorflow"] and "sinceTime" not in first
+    assert again["sinceTime"] == ["2026-12-02T10:00:02Z"]
+    assert pauses == [k8s_api.LOG_RETRY_PAUSE_S]
+
+
+def test_a_log_stream_that_stays_broken_gives_up_with_a_marker(server) -> None:
+    fake, api = server
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = LogScript(
+        [(stamp(1, 1, "one"), True)] + [("", True)] * 1000)
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p")] = lambda h, q: json_reply(
+        h, pod("running"))
+    now = [0.0]
+
+    def pause(seconds: float) -> None:
+        now[0] += 30
+
+    lines = list(api.log_lines("p", "ns", "tensorflow", sleep=pause, clock=lambda: now[0]))
+    assert lines[0] == "one" and len(lines) == 2
+    assert lines[1].startswith("----- labctl: gave up following pod p's log after 120 s: ")
+
+
+def test_the_collector_log_is_read_whole(server) -> None:
     fake, api = server
     fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = (200, "one\nPROGRESS step=2\n")
-    assert list(api.log_lines("p", "ns", "tensorflow")) == ["one", "PROGRESS step=2"]
-    query = fake.requests[-1][2]
-    assert query["follow"] == ["true"] and query["container"] == ["tensorflow"]
-    assert api.log("p", "ns", "tensorflow") == "one\nPROGRESS step=2\n"  # the collector's way
+    assert api.log("p", "ns", "tensorflow") == "one\nPROGRESS step=2\n"
+
+
+def json_reply(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def test_service_proxy_posts_json_and_maps_rbac(server) -> None:
