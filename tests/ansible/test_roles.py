@@ -13,6 +13,8 @@ ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 CORE_ROLES = ["common", "containerd", "kubernetes", "control_plane", "node", "cni"]
 FILES = ["defaults/main.yml", "tasks/main.yml", "handlers/main.yml", "meta/main.yml"]
 FILES.append("meta/argument_specs.yml")
+# Roles outside the core stages, held to the same variable conventions.
+CONVENTION_ROLES = [*CORE_ROLES, "lab_images"]
 
 
 def load(role: str, part: str) -> dict:
@@ -26,19 +28,19 @@ def test_standard_files(role: str) -> None:
     assert not missing, f"{role} lacks {missing}"
 
 
-@pytest.mark.parametrize("role", CORE_ROLES)
+@pytest.mark.parametrize("role", CONVENTION_ROLES)
 def test_variables_carry_the_role_prefix(role: str) -> None:
     names = [*load(role, "defaults/main.yml"), *load(role, "vars/main.yml")]
     assert [n for n in names if not n.startswith(f"{role}_")] == []
 
 
-@pytest.mark.parametrize("role", CORE_ROLES)
+@pytest.mark.parametrize("role", CONVENTION_ROLES)
 def test_every_default_is_in_the_argument_spec(role: str) -> None:
     specs = load(role, "meta/argument_specs.yml")["argument_specs"]["main"]["options"]
     assert sorted(set(load(role, "defaults/main.yml")) - set(specs)) == []
 
 
-@pytest.mark.parametrize("role", CORE_ROLES)
+@pytest.mark.parametrize("role", CONVENTION_ROLES)
 def test_every_default_has_a_comment(role: str) -> None:
     """Each run of top-level keys (up to a blank line) starts below a comment."""
     undocumented, documented = [], False
@@ -61,6 +63,7 @@ PINS = {  # role -> the defaults that pin an upstream version
     "nfs_provisioner": ["nfs_provisioner_version"],
     "nvidia_gpu": ["nvidia_gpu_toolkit_version", "nvidia_gpu_device_plugin_version"],
     "control_plane": ["control_plane_kube_client_version"],
+    "lab_images": ["lab_images_all", "lab_images_gpu"],  # lists: each image is a pin
 }
 
 
@@ -70,4 +73,6 @@ def test_upstream_md_names_every_pinned_version(role: str) -> None:
     pins = (ROLES_DIR / "UPSTREAM.md").read_text().split("## Pins", 1)[1].split("\n## ", 1)[0]
     defaults = load(role, "defaults/main.yml")
     for name in PINS[role]:
-        assert str(defaults[name]) in pins, f"roles/UPSTREAM.md's pins lack {name}"
+        values = defaults[name] if isinstance(defaults[name], list) else [defaults[name]]
+        for value in values:
+            assert str(value) in pins, f"roles/UPSTREAM.md's pins lack {name} ({value})"
