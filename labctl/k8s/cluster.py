@@ -385,8 +385,10 @@ class JobHandle:
             return 0
         if result["type"] == "Failed":
             failed = result
+            hint = " (raise it with --deadline S)" if failed.get("reason") == \
+                "DeadlineExceeded" else ""
             self._marker(f"Job {self.job} failed: {failed.get('reason')}: "
-                         f"{failed.get('message', '')}".rstrip(": "))
+                         f"{failed.get('message', '')}".rstrip(": ") + hint)
             codes = [c for c in (_exit_code(p) for p in self.pods) if c is not None]
             if failed.get("reason") == "PodFailurePolicy":
                 return 2
@@ -602,13 +604,13 @@ class K8sRun:
 
 def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: bool,
         namespace: str | None = None, image: str | None = None, kubeconfig: str | None = None,
-        api_factory: Callable[[], Api] | None = None) -> K8sRun:
+        api_factory: Callable[[], Api] | None = None, deadline_s: int | None = None) -> K8sRun:
     """Preflight, create, supervise, shut down, collect. ClusterError: nothing left behind."""
     api = (api_factory or (lambda: Api(kubeconfig)))()
     api.version()  # unreachable cluster: fail before a run dir exists
     run_dir = rundir.create(lab.name)
     try:
-        return _run(api, run_dir, lab, plan, spec, meta, quiet, namespace, image)
+        return _run(api, run_dir, lab, plan, spec, meta, quiet, namespace, image, deadline_s)
     except (ClusterError, Skipped) as exc:
         status = "skipped" if isinstance(exc, Skipped) else "failed"
         run_dir.write({**meta, "target": "k8s", "run_id": run_dir.run_id, "status": status,
@@ -619,13 +621,15 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: boo
 
 
 def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
-         meta: dict[str, Any], quiet: bool, namespace: str | None, image: str | None) -> K8sRun:
+         meta: dict[str, Any], quiet: bool, namespace: str | None, image: str | None,
+         deadline_s: int | None) -> K8sRun:
     where = m.Placement(
         namespace=namespace or m.run_namespace(lab, run_dir.run_id),
         run_id=run_dir.run_id,
         create_namespace=namespace is None,
         image=image,
         backoff_limit=spec.policy.max_restarts,
+        deadline_s=deadline_s,
     )
     docs = m.render(lab, plan, where)
     names = m.Names(lab, plan, where)

@@ -2,9 +2,9 @@
 
 They are YAML with a few `${...}` fields filled per run — `${namespace}`, `${configmap}`,
 `${volume}`, `${image}`, `${run}` — then get the run's namespace and labels (their pod templates
-too, so a run sees their pods), so `labctl clean` finds them. An object labelled
-`labctl/shared: "true"` in its file outlives the run (lab 11's model server). A configMap volume
-of the run's ConfigMap gets its items (keys cannot hold '/').
+too, so a run sees their pods), so `labctl clean` finds them, and their Jobs the run's deadline.
+An object labelled `labctl/shared: "true"` in its file outlives the run (lab 11's model server).
+A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manif
             stamp = m.labels(lab, where, component, shared=shared)
             meta["labels"] = {**stamp, **own}
             meta["namespace"] = names.namespace
+            if obj["kind"] == "Job":  # bounded like the generated ones
+                obj.setdefault("spec", {}).setdefault(
+                    "activeDeadlineSeconds", where.deadline_s or conf.deadline)
             template = obj.get("spec", {}).get("template")
             if template is not None:  # their pods too, so a run finds and reports them
                 tmeta = template.setdefault("metadata", {})

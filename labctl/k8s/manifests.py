@@ -38,6 +38,10 @@ RUNTIME_CLASS = "nvidia"  # roles/nvidia_gpu
 GPU_RESOURCE = "nvidia.com/gpu"
 OUTPUT_SIZE = "1Gi"
 BACKOFF_LIMIT = 3
+# A run's Jobs end by this deadline even when nobody is left to stop them (labctl killed, the
+# laptop asleep): activeDeadlineSeconds, counted from the Job's start, image pulls included.
+# A lab sets its own with [k8s] deadline; `labctl run --deadline S` overrides both.
+DEADLINE_S = 1800
 UID = 1000  # the pods' user: the official images run as root unless told otherwise
 CONFIGMAP_LIMIT = 1024 * 1024  # etcd's object size limit for a ConfigMap
 
@@ -52,7 +56,7 @@ LABEL_TASK = "labctl/task"
 LABEL_SHARED = "labctl/shared"  # outlives a run: reused by the lab's next run in the namespace
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_K8S_KEYS = {"name", "gpu", "namespace", "volume", "extra", "jobs"}
+_K8S_KEYS = {"name", "gpu", "namespace", "volume", "extra", "jobs", "deadline"}
 
 
 class RenderError(LabError):
@@ -80,6 +84,7 @@ class Settings:
     volume: str | None  # a fixed PVC name, shared by the lab's runs in that namespace
     extra: tuple[str, ...]  # hand-written manifests (lab-relative), applied with the run
     jobs: bool  # run the program as TF Jobs (false: it only ships in the ConfigMap)
+    deadline: int  # seconds a run's Jobs may live (activeDeadlineSeconds)
 
 
 def settings(lab: Lab) -> Settings:
@@ -101,6 +106,9 @@ def settings(lab: Lab) -> Settings:
     for key, ok in checks.items():
         if not ok:
             raise RenderError(f"{where}: `{key}` has the wrong type")
+    deadline = table.get("deadline", DEADLINE_S)
+    if type(deadline) is not int or deadline <= 0:
+        raise RenderError(f"{where}: `deadline` must be a whole number of seconds > 0")
     for key in ("namespace", "volume"):
         if key in table and not _DNS_LABEL.match(table[key]):
             raise RenderError(f"{where}: `{key}` must be a DNS label (a-z, 0-9, -)")
@@ -114,6 +122,7 @@ def settings(lab: Lab) -> Settings:
         volume=table.get("volume"),
         extra=tuple(extra),
         jobs=table.get("jobs", True),
+        deadline=deadline,
     )
 
 
@@ -126,6 +135,7 @@ class Placement:
     create_namespace: bool = True  # False: an attendee's existing namespace (--namespace)
     image: str | None = None  # override the pinned official image
     backoff_limit: int = BACKOFF_LIMIT
+    deadline_s: int | None = None  # None: the lab's [k8s] deadline
 
 
 def render_placement(lab: Lab, namespace: str | None = None, image: str | None = None) -> Placement:
@@ -363,6 +373,7 @@ def job(lab: Lab, plan: LabPlan, names: Names, where: Placement, task: TaskSpec,
         "metadata": _meta(names.task(task), where, task_labels),
         "spec": {
             "backoffLimit": where.backoff_limit,
+            "activeDeadlineSeconds": where.deadline_s or settings(lab).deadline,
             "podFailurePolicy": {"rules": [
                 # Exit 2 is a configuration error (labs/README.md): retrying cannot fix it.
                 {"action": "FailJob",

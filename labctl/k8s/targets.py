@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -21,8 +22,17 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="IMAGE",
                    help=f"the TensorFlow image (default k8s: {m.CPU_IMAGE} or the -gpu variant; "
                         "docker: local/tf-lab:" + m.TF_VERSION + ")")
+    p.add_argument("--deadline", type=_deadline, metavar="S",
+                   help="k8s: seconds the run's Jobs may live, even if labctl is gone "
+                        f"(default: the lab's [k8s] deadline, else {m.DEADLINE_S})")
     p.add_argument("--kubeconfig", metavar="PATH",
                    help="k8s: kubeconfig (default $KUBECONFIG, ./kubeconfig, ~/.kube/config)")
+
+
+def _deadline(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds > 0")
+    return int(text)
 
 
 def run(target: str, lab: labs.Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
@@ -32,13 +42,14 @@ def run(target: str, lab: labs.Lab, plan: LabPlan, spec: JobSpec, meta: dict[str
     if target == "docker":
         from labctl import docker_target
 
-        if namespace:
-            raise UsageError("--namespace applies to --target k8s only")
+        if namespace or getattr(args, "deadline", None):
+            raise UsageError("--namespace and --deadline apply to --target k8s only")
         return docker_target.run(lab, plan, spec, meta, args.quiet, image or docker_target.IMAGE)
     from labctl.k8s import cluster
 
     done = cluster.run(lab, plan, spec, meta, args.quiet, namespace=namespace, image=image,
-                       kubeconfig=getattr(args, "kubeconfig", None))
+                       kubeconfig=getattr(args, "kubeconfig", None),
+                       deadline_s=getattr(args, "deadline", None))
     return done.run, done.outcome
 
 
@@ -51,7 +62,8 @@ def render(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
     plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
                     {"steps": args.steps, "dataset": args.dataset}, [])
-    where = m.render_placement(lab, args.namespace, args.image)
+    where = dataclasses.replace(m.render_placement(lab, args.namespace, args.image),
+                                deadline_s=args.deadline)
     sys.stdout.write(dump(m.render(lab, plan, where)))
     return 0
 

@@ -40,6 +40,13 @@ class Attempt:
     waiting_s: float | None = None  # then starts after all (a pull that succeeded on retry)
 
 
+def _later(delay_s: float, fn: Any, *args: Any) -> None:
+    """Call fn(*args) after delay_s on a daemon thread (a test's end never waits for it)."""
+    timer = threading.Timer(delay_s, fn, args=args)
+    timer.daemon = True
+    timer.start()
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f"{time.monotonic_ns()}"
 
@@ -57,11 +64,13 @@ class FakeApi:
             "nfs-client",), runtime_classes: tuple[str, ...] = (), gpus: int = 0,
             forbid: set[tuple[str, str]] | None = None,
             scripts: dict[str, list[Attempt]] | None = None,
-            terminate_s: float = 0.3, collector: str = "ok") -> None:
+            terminate_s: float = 0.3, collector: str = "ok",
+            deadline_scale: float = 1.0) -> None:
         self.reachable = reachable
         # A deleted namespace stays, Terminating, until the namespace controller has emptied it.
         self.terminate_s = terminate_s
         self.collector = collector  # "ok", "garbled" (cut-off output) or a waiting reason
+        self.deadline_scale = deadline_scale  # a second of activeDeadlineSeconds, in seconds
         self.forbid = forbid or set()
         self.scripts = scripts or {}
         self.objects: dict[Key, dict[str, Any]] = {}
@@ -137,6 +146,9 @@ class FakeApi:
         if kind == "Job":
             obj["status"] = {}
             threading.Thread(target=self._job, args=(obj,), daemon=True).start()
+            deadline = obj["spec"].get("activeDeadlineSeconds")
+            if deadline:
+                _later(deadline * self.deadline_scale, self._deadline, obj)
         if kind == "Pod" and meta["labels"].get("app.kubernetes.io/component") == "collector":
             obj["status"] = {"phase": "Succeeded"}
             self.logs[meta["name"]] = [self._tar_volume()]
@@ -166,7 +178,7 @@ class FakeApi:
                 if obj["status"].get("phase") != "Terminating":
                     obj["status"]["phase"] = "Terminating"
                     obj["metadata"]["deletionTimestamp"] = _now()
-                    threading.Timer(self.terminate_s, self._finalize, args=(name,)).start()
+                    _later(self.terminate_s, self._finalize, name)
                 return True
             del self.objects[key]
             if kind == "Job":
@@ -245,6 +257,19 @@ class FakeApi:
         conds = (obj or {}).get("status", {}).get("conditions", [])
         return any(c["type"] == "Complete" for c in conds)
 
+    def _deadline(self, job: dict[str, Any]) -> None:
+        """activeDeadlineSeconds passed: the Job fails, its running pods are terminated."""
+        meta = job["metadata"]
+        with self.lock:
+            if self._key("Job", meta["name"], meta["namespace"]) not in self.objects or \
+                    job["status"].get("conditions"):
+                return
+            job["status"]["conditions"] = [{
+                "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline"}]
+            for pod in self._pods_of(meta["name"], meta["namespace"]):
+                self._remove_pod(pod)
+
     def _job(self, job: dict[str, Any]) -> None:
         meta, spec = job["metadata"], job["spec"]
         attempts = list(self.scripts.get(meta["name"], [Attempt()]))
@@ -254,8 +279,9 @@ class FakeApi:
             pod = self._start_pod(job, attempt)
             code = self._run_pod(pod, attempt)
             with self.lock:
-                if self._key("Job", meta["name"], meta["namespace"]) not in self.objects:
-                    return  # the Job was deleted
+                if self._key("Job", meta["name"], meta["namespace"]) not in self.objects or \
+                        job["status"].get("conditions"):
+                    return  # the Job was deleted, or failed by its deadline
                 if code is None and pod.get("evicted"):  # DisruptionTarget: the Ignore rule
                     continue
                 if code is None:  # a plain DELETE: SIGKILL'd, Failed, counted as a failure
@@ -295,8 +321,7 @@ class FakeApi:
                     "name": "tensorflow", "image": image, "state": {"waiting": {
                         "reason": attempt.waiting, "message": attempt.waiting_message}}}]}
                 if attempt.waiting_s is not None:
-                    threading.Timer(attempt.waiting_s, self._start_after_wait,
-                                    args=(pod, running)).start()
+                    _later(attempt.waiting_s, self._start_after_wait, pod, running)
             self.logs[name] = []
         return pod
 

@@ -54,7 +54,8 @@ def async_scripts(**override: list[Attempt]) -> dict[str, list[Attempt]]:
 
 
 def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restarts: int = 3,
-            namespace: str | None = None, stall_s: float = 20.0) -> cluster.K8sRun:
+            namespace: str | None = None, stall_s: float = 20.0,
+            deadline_s: int | None = None) -> cluster.K8sRun:
     lab = load(ident)
     plan = plan_lab(lab, {}, {}, list(kills))
     spec = JobSpec(title=lab.name, tasks=plan.tasks, success=lab.success_task,
@@ -62,7 +63,7 @@ def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restar
                    stall_timeout_s=stall_s, timeout_s=None, kills=plan.kills,
                    after_success_grace_s=2.0)
     return cluster.run(lab, plan, spec, {"lab": lab.name}, quiet=True, namespace=namespace,
-                       api_factory=lambda: api)
+                       api_factory=lambda: api, deadline_s=deadline_s)
 
 
 def leftovers(api: FakeApi, run_id: str) -> list[Any]:
@@ -249,6 +250,21 @@ def test_launcher_shutdown_deletes_the_servers_after_success(fake_labs: Path) ->
     assert "Job/fake-strategy-chief-0" not in deleted  # finished Jobs stay until `labctl clean`
     tasks = {t["name"]: t["status"] for t in done.run.read()["tasks"]}
     assert tasks == {"chief:0": "succeeded", "ps:0": "stopped", "worker:0": "stopped"}
+
+
+def test_a_job_past_its_deadline_fails_the_run_and_says_how_to_extend_it(
+        fake_labs: Path) -> None:
+    """What bounds a run when labctl is gone; here labctl sees it happen."""
+    api = FakeApi(scripts=async_scripts(**{
+        "fake-async-worker-0": [Attempt(progress(1, 2, 3), every_s=0.2, forever=True)]}),
+        deadline_scale=0.02)  # 60 "seconds" of deadline pass in 1.2 s
+    done = run_lab(api, deadline_s=60)
+    assert done.outcome.status == "failed"
+    jobs = {j["metadata"]["name"]: j for j in api.list("Job")}
+    assert all(j["spec"]["activeDeadlineSeconds"] == 60 for j in jobs.values())
+    log = (done.run.logs / "worker-0.log").read_text()
+    assert ("Job fake-async-worker-0 failed: DeadlineExceeded: Job was active longer than "
+            "specified deadline (raise it with --deadline S)") in log
 
 
 def test_stall_watchdog_fails_a_silent_job(fake_labs: Path) -> None:

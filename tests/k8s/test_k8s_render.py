@@ -187,9 +187,39 @@ def test_jobs_retry_as_kubernetes_allows_and_never_retry_a_config_error(name: st
             assert {"action": "FailJob", "onExitCodes": {
                 "containerName": m.CONTAINER, "operator": "In", "values": [2]}} in rules
             assert any(r["action"] == "Ignore" and r["onPodConditions"][0]["type"] ==
-                       "DisruptionTarget" for r in rules), "a deleted pod must not count"
+                       "DisruptionTarget" for r in rules), "an evicted pod must not count"
             names = {c["name"] for c in spec["template"]["spec"]["containers"]}
             assert m.CONTAINER in names, label
+
+
+@pytest.mark.parametrize("name", LABS)
+def test_every_job_ends_by_the_labs_deadline(name: str) -> None:
+    """A run's Jobs stop holding CPU and memory when nobody is left to stop them."""
+    lab = load(name)
+    for label, docs in renders(name):
+        for job in by_kind(docs, "Job").values():
+            assert job["spec"]["activeDeadlineSeconds"] == m.settings(lab).deadline, label
+    for job in by_kind(render(lab, deadline_s=60), "Job").values():
+        assert job["spec"]["activeDeadlineSeconds"] == 60
+
+
+def test_the_gpu_lab_allows_for_pulling_its_image() -> None:
+    assert m.settings(load("10")).deadline > m.settings(load("09")).deadline == m.DEADLINE_S
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "'1h'", "1.5", "true"])
+def test_a_bad_deadline_is_one_line(tmp_path: Path, value: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from labctl import labs
+
+    lab_dir = tmp_path / "12-x"
+    lab_dir.mkdir()
+    (lab_dir / "train.py").write_text("")
+    (lab_dir / "lab.toml").write_text(f'title = "x"\nkind = "cluster"\nprogram = "train.py"\n'
+                                      f"[k8s]\ndeadline = {value}\n")
+    with pytest.raises(m.RenderError, match=r"\[k8s\]: `deadline` must be a whole number of "
+                                            r"seconds > 0"):
+        m.settings(labs.load_lab(lab_dir))
 
 
 @pytest.mark.parametrize("name", LABS)
