@@ -112,8 +112,12 @@ def build_parser() -> Parser:
     p.add_argument("--task", metavar="TASK", help="only this task, e.g. worker:1")
     p.add_argument("--run", metavar="RUN_ID", help="a run other than the latest")
 
-    p = sub.add_parser("clean", help="remove runs (of one lab, or all)")
+    p = sub.add_parser("clean", help="remove runs (of one lab, or all) with what they left")
     p.add_argument("lab", nargs="?", metavar="LAB", help=f"lab number or name, or `{LAUNCH}`")
+    p.add_argument("--all", action="store_true",
+                   help="also every labctl object on the cluster, whoever made it (the "
+                        "instructor's reset; uses --kubeconfig or the default one)")
+    p.add_argument("--kubeconfig", metavar="PATH", help="with --all: the cluster to sweep")
 
     p = sub.add_parser("tensorboard", help="serve a run's output with TensorBoard")
     p.add_argument("lab", metavar="LAB", help=f"lab number or name, or `{LAUNCH}`")
@@ -159,7 +163,25 @@ def cmd_list(_: argparse.Namespace) -> int:
     if not console.is_terminal:  # pipes and CI: one row per line, never wrapped
         console.width = 200
     console.print(table)
+    on_cluster = cluster_runs()
+    if on_cluster:
+        console.print("\nruns whose objects stay on the cluster until `labctl clean LAB`:")
+        for run, meta in on_cluster:
+            console.print(f"  {meta.get('lab')} {run.run_id}: namespace {meta.get('namespace')} "
+                          f"({meta.get('api_server', 'unknown API server')})")
     return 0
+
+
+def cluster_runs() -> list[tuple[rundir.RunDir, dict[str, object]]]:
+    """k8s runs still recorded here: their Jobs, volume and namespace stay on the cluster
+    (finished Jobs for inspection, results on the volume) until `labctl clean`."""
+    found = []
+    for path in sorted((labs.state_dir() / "runs").glob("*/*/run.json")):
+        run = rundir.RunDir(path.parent)
+        meta = run.read()
+        if meta.get("target") == "k8s" and meta.get("created"):
+            found.append((run, meta))
+    return found
 
 
 def last_result(group: str) -> str:
@@ -198,6 +220,12 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
     if args.check and not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py: run it without --check")
+    if args.target == "local":
+        given = [f"--{o}" for o in ("namespace", "image", "kubeconfig", "deadline")
+                 if getattr(args, o, None)]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --target k8s (or docker for "
+                             "--image) only: drop them or add --target k8s")
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},
@@ -331,6 +359,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    if args.all and args.lab:
+        raise UsageError("clean --all removes every run of every lab: drop LAB, or drop --all")
+    if args.kubeconfig and not args.all:
+        raise UsageError("clean --kubeconfig goes with --all (a run knows its own cluster)")
     group = _group(args.lab) if args.lab else None
     active = rundir.active_runs(group)
     if active:
@@ -346,6 +378,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"labctl: killed {len(left)} process(es) left by aborted runs")
     shutil.rmtree(target, ignore_errors=True)
     print(f"labctl: removed {len(runs)} run(s) from {shown(target)}")
+    swept = targets.sweep(args.kubeconfig) if args.all else None
+    if swept is not None:
+        print(f"labctl: removed {len(swept)} labctl object(s) left on the cluster"
+              + (f": {', '.join(swept)}" if swept else ""))
     return 0
 
 

@@ -717,6 +717,7 @@ def wait_ready(api: Api, namespace: str, run_sel: str, docs: Sequence[m.Manifest
 
 # --- clean -------------------------------------------------------------------------------------
 CLEAN_KINDS = ("Job", "Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+MANAGED_BY = "app.kubernetes.io/managed-by"  # every object labctl makes carries it
 
 
 def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list[str]:
@@ -744,4 +745,19 @@ def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list
         shared and labels.get(m.LABEL_SHARED) == "true" and labels.get(m.LABEL_LAB) == lab)
     if owned and labels.get(m.LABEL_LAB) == lab and api.delete("Namespace", namespace):
         deleted.append(f"Namespace/{namespace}")
+    return deleted
+
+
+def sweep(api: Api) -> list[str]:
+    """Delete every object labelled as labctl's, in every namespace, then its namespaces."""
+    managed = f"{MANAGED_BY}=labctl"
+    deleted = []
+    for kind in CLEAN_KINDS:
+        for obj in api.list(kind, selector=managed):
+            meta = obj["metadata"]
+            if api.delete(kind, meta["name"], meta.get("namespace")):
+                deleted.append(f"{kind}/{meta['name']}")
+    for ns in api.list("Namespace", selector=managed):
+        if not _deleting(ns) and api.delete("Namespace", ns["metadata"]["name"]):
+            deleted.append(f"Namespace/{ns['metadata']['name']}")
     return deleted

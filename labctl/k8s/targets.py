@@ -91,3 +91,15 @@ def clean(run: RunDir) -> list[str]:
                   f"{meta.get('namespace')} delete {KINDS} -l {m.LABEL_RUN}={run.run_id}`",
                   file=sys.stderr)
     return []
+
+
+def sweep(kubeconfig: str | None) -> list[str] | None:
+    """`labctl clean --all`: every object labctl made on the cluster, with or without a run
+    record here (a `make clean`, a labctl killed while creating); None without a cluster."""
+    from labctl.k8s import cluster
+    from labctl.k8s.api import Api, kubeconfig_path
+
+    if kubeconfig is None and kubeconfig_path() is None:
+        print("labctl: no kubeconfig: no cluster to sweep")
+        return None
+    return cluster.sweep(Api(kubeconfig))

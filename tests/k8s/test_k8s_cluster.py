@@ -497,3 +497,33 @@ def test_losing_the_api_server_mid_run_fails_it_with_the_reason(fake_labs: Path)
     assert done.outcome.status == "failed"
     assert "lost the Kubernetes API: cannot reach" in (
         done.run.logs / "worker-0.log").read_text()
+
+
+def test_list_names_the_runs_still_on_the_cluster(fake_labs: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from labctl import cli
+
+    done = run_lab(FakeApi(scripts=async_scripts()))
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "runs whose objects stay on the cluster until `labctl clean LAB`:" in out
+    assert (f"04-fake-async {done.run.run_id}: namespace {done.run.read()['namespace']} "
+            f"({FakeApi.host})") in out
+
+
+def test_sweep_removes_labctl_objects_without_a_run_record_and_nothing_else(
+        fake_labs: Path) -> None:
+    """`labctl clean --all` after `make clean` removed the run records."""
+    import shutil
+
+    api = FakeApi(scripts=async_scripts())
+    done = run_lab(api)
+    api.create({"kind": "Namespace", "metadata": {"name": "alice"}})
+    api.create({"kind": "ConfigMap", "metadata": {"name": "mine", "namespace": "alice"}})
+    namespace = done.run.read()["namespace"]
+    shutil.rmtree(done.run.path.parent)
+    swept = cluster.sweep(api)
+    assert f"Namespace/{namespace}" in swept and "Job/fake-async-worker-0" in swept
+    assert leftovers(api, done.run.run_id) == []
+    assert api.read("ConfigMap", "mine", "alice") is not None
+    assert api.read("StorageClass", m.STORAGE_CLASS) is not None

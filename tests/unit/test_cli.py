@@ -52,6 +52,8 @@ def test_launch_python_means_this_interpreter(tmp_path: Path, monkeypatch) -> No
         (["run", "4", "--stall-timeout", "soon"], "expected seconds, got 'soon'"),
         (["run", "4", "--target", "moon"], "argument --target: invalid choice"),
         (["launch", "--evaluator=yes"], "ignored explicit argument"),
+        (["run", "9", "--target", "k8s", "--deadline", "0"],
+         "argument --deadline: '0' is not a whole number of seconds > 0"),
     ],
 )
 def test_parse_errors_are_one_line_exit_2(capsys, argv: list[str], message: str) -> None:
@@ -67,6 +69,13 @@ def test_usage_errors_return_2_with_one_line(capsys, tmp_path: Path, monkeypatch
     assert cli.main(["run", "04"]) == 2
     assert capsys.readouterr().err == (
         f"labctl: error: unknown lab '04'; valid labs: none found in {tmp_path}\n")
+
+
+def test_cluster_options_on_a_local_run_are_refused_not_ignored(capsys) -> None:
+    assert cli.main(["run", "01", "--namespace", "alice", "--deadline", "60"]) == 2
+    assert capsys.readouterr().err == (
+        "labctl: error: --namespace, --deadline apply to --target k8s (or docker for --image) "
+        "only: drop them or add --target k8s\n")
 
 
 def test_list_does_not_import_tensorflow() -> None:
