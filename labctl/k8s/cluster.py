@@ -171,7 +171,7 @@ def rollback(api: Api, created: Sequence[m.Manifest]) -> None:
 
 
 # --- 3. wait for the pods ----------------------------------------------------------------------
-def _waiting(pod: m.Manifest) -> tuple[str, str, str] | None:
+def waiting(pod: m.Manifest) -> tuple[str, str, str] | None:
     """(reason, message, image) of the pod's first container that waits for a reason."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
@@ -202,11 +202,11 @@ def _hopeless(pods: Sequence[m.Manifest], pending_since: dict[str, float],
     that found no node."""
     for pod in pods:
         name = pod["metadata"]["name"]
-        waiting = _waiting(pod)
-        if waiting and waiting[0] in BAD_WAITING:
-            raise ClusterError(f"pod {name} cannot start: {waiting[0]}: {waiting[1]}".strip())
-        if waiting and waiting[0] in PULL_WAITING:
-            reason, message, image = waiting
+        stuck = waiting(pod)
+        if stuck and stuck[0] in BAD_WAITING:
+            raise ClusterError(f"pod {name} cannot start: {stuck[0]}: {stuck[1]}".strip())
+        if stuck and stuck[0] in PULL_WAITING:
+            reason, message, image = stuck
             image = image or next((c.get("image", "") for c in pod.get("spec", {}).get(
                 "containers", [])), "")
             permanent = any(p in message.lower() for p in PULL_PERMANENT)
@@ -242,13 +242,17 @@ def wait_until(pending: Callable[[], list[str]], what: str, namespace: str,
 def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
                  note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-    """Until each Job has a pod past Pending (or has finished)."""
+                 sleep: Callable[[float], None] = time.sleep,
+                 shared_sel: str | None = None) -> None:
+    """Until each Job has a pod past Pending (or has finished). Pods of the lab's shared
+    objects (`shared_sel`: lab 11's model server) are watched for hopeless starts too: their
+    image is pulled now, and a run must not pass while the server cannot exist."""
     pending_since: dict[str, float] = {}
 
     def pending() -> list[str]:
         pods = api.list("Pod", namespace, run_sel)
-        _hopeless(pods, pending_since, clock)
+        shared = api.list("Pod", namespace, shared_sel) if shared_sel else []
+        _hopeless(pods + shared, pending_since, clock)
         finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
                     if _job_result(j)}
         return [job for job in jobs if job not in finished and not any(
@@ -657,7 +661,8 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
                        "finished": rundir.iso(time.time())})
         return K8sRun(run_dir, Outcome("succeeded", "", None, [], 0, 0.0))
     try:
-        wait_started(api, where.namespace, run_sel, list(jobs.values()), note)
+        wait_started(api, where.namespace, run_sel, list(jobs.values()), note,
+                     shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab.name}")
     except BaseException:
         rollback(api, created)  # pods that cannot start: the error says why, nothing stays
         raise

@@ -102,6 +102,7 @@ def check(run: Run) -> str:
             f"serving is checked on a successful cluster run; this one: {meta.get('target')}, "
             f"{meta.get('status')}", f"`{AGAIN}`")
     from labctl.k8s.api import Api, ClusterError
+    from labctl.k8s.cluster import BAD_WAITING, PULL_WAITING, waiting
 
     namespace, version = meta["namespace"], int(results["version"])
     try:
@@ -110,8 +111,15 @@ def check(run: Run) -> str:
         def transport(path: str, body: dict[str, Any] | None) -> dict[str, Any]:
             return api.proxy(namespace, SERVICE, PORT, path, body)
 
-        states = client.status(transport)
         pod = serving_pod(api, namespace)
+        stuck = waiting(pod)
+        if stuck and stuck[0] in PULL_WAITING | BAD_WAITING:
+            raise checks.Failed(f"TF Serving pod {pod['metadata']['name']} cannot start: "
+                                f"{stuck[0]}: {stuck[1]}",
+                                f"is the image {stuck[2]} on the nodes? "
+                                f"`kubectl -n {namespace} describe pod "
+                                f"{pod['metadata']['name']}`")
+        states = client.status(transport)
         probabilities, digits = client.predict(transport, results["sample"]["instances"])
     except (ClusterError, client.ServingError) as err:
         raise checks.Failed(f"cannot ask TF Serving: {err}",

@@ -351,6 +351,28 @@ def test_wait_started_fails_fast_on_an_image_that_does_not_exist() -> None:
                              sleep=lambda _s: None)
 
 
+def test_a_shared_server_whose_image_does_not_exist_fails_the_start() -> None:
+    """Lab 11's TF Serving pod carries no run label; its missing image must not go unseen."""
+    api = FakeApi()
+    api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
+    api._put({"kind": "Pod", "metadata": {
+        "name": "w-0-abc", "namespace": "ns",
+        "labels": {"batch.kubernetes.io/job-name": "w-0", m.LABEL_RUN: "r"}},
+        "status": {"phase": "Pending"}})
+    api._put({"kind": "Pod", "metadata": {
+        "name": "digits-serving-5d9-x", "namespace": "ns",
+        "labels": {"app": "digits-serving", m.LABEL_SHARED: "true", m.LABEL_LAB: "11-x"}},
+        "status": {"phase": "Pending", "containerStatuses": [{
+            "image": "tensorflow/serving:2.99.0", "state": {"waiting": {
+                "reason": "ErrImagePull", "message": "docker.io/tensorflow/serving:2.99.0: "
+                                                     "not found"}}}]}})
+    with pytest.raises(ClusterError, match=r"pod digits-serving-5d9-x cannot pull image "
+                                           r"tensorflow/serving:2\.99\.0 from docker\.io"):
+        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+                             sleep=lambda _s: None,
+                             shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}=11-x")
+
+
 def test_a_rate_limited_pull_is_retried_until_the_deadline() -> None:
     """A registry rate limit passes (the kubelet retries): no failure before PULL_RETRY_S,
     then one line naming the image and the registry."""

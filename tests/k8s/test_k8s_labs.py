@@ -70,6 +70,21 @@ def test_lab11_exports_versions_whose_signature_fits_the_rest_client(
     # The whole check needs the cluster's server: on a local run it says so.
     with pytest.raises(check.checks.Failed, match="serving is checked on a successful cluster"):
         check.check(Run(run))
+    # On the cluster, a server whose image cannot be pulled is named, not a bare 503.
+    from labctl.k8s import api as k8s_api
+
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "target": "k8s", "namespace": "ns"}))
+    fake = FakeApi()
+    fake._put({"kind": "Pod", "metadata": {"name": "digits-serving-1", "namespace": "ns",
+                                           "labels": {"app": "digits-serving"}},
+               "status": {"phase": "Pending", "containerStatuses": [{
+                   "image": "tensorflow/serving:2.21.0", "state": {"waiting": {
+                       "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}})
+    monkeypatch.setattr(k8s_api, "Api", lambda *_: fake)
+    with pytest.raises(check.checks.Failed, match=r"TF Serving pod digits-serving-1 cannot "
+                                                  r"start: ImagePullBackOff: Back-off pulling"):
+        check.check(Run(run))
     # A reply in the wrong shape is an error, not a wrong prediction.
     with pytest.raises(check.client.ServingError, match="one object per instance"):
         check.client.parse_predictions({"predictions": [[0.1] * 10]})
