@@ -1,8 +1,14 @@
 """The local target: every task is an OS process on free 127.0.0.1 ports.
 
 Each task runs in its own session (process group), so Ctrl-C reaches only labctl, which then
-stops every task itself; PR_SET_PDEATHSIG makes the kernel kill a task even when labctl is
-SIGKILLed. SIGTERM, not SIGINT, ends TensorFlow servers.
+stops every task itself. When labctl is SIGKILLed, a task still dies with it, by one of two
+mechanisms (LABCTL_SUPERVISION selects; the tests run both on Linux):
+
+- `pdeathsig` (the default on Linux): the kernel's PR_SET_PDEATHSIG, set between fork and exec;
+- `pipe` (the default elsewhere, e.g. macOS): the task runs under `labctl.shim`, which kills its
+  process group when the pipe whose only write end labctl holds reaches EOF.
+
+SIGTERM, not SIGINT, ends TensorFlow servers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl import procs, rundir, supervise
+from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome
 from labctl.labs import labs_dir
 from labctl.ports import free_ports
@@ -30,7 +37,20 @@ from labctl.tfconfig import cluster_spec, tf_config
 
 PR_SET_PDEATHSIG = 1
 DRAIN_S = 2.0  # how long to wait for output after exit (a grandchild may hold the pipe)
+SUPERVISION_ENV = "LABCTL_SUPERVISION"
+MECHANISMS = ("pdeathsig", "pipe")
 _libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
+
+
+def mechanism() -> str:
+    """How tasks die with labctl here: $LABCTL_SUPERVISION, else pdeathsig on Linux."""
+    chosen = os.environ.get(SUPERVISION_ENV) or ("pdeathsig" if sys.platform == "linux"
+                                                 else "pipe")
+    if chosen not in MECHANISMS:
+        raise UsageError(f"{SUPERVISION_ENV}={chosen!r}: use one of {', '.join(MECHANISMS)}")
+    if chosen == "pdeathsig" and sys.platform != "linux":
+        raise UsageError(f"{SUPERVISION_ENV}=pdeathsig needs Linux: use pipe (the default)")
+    return chosen
 
 
 def _die_with_parent(parent: int) -> None:
@@ -41,6 +61,19 @@ def _die_with_parent(parent: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+class ParentPipe:
+    """The read end every shimmed task inherits; labctl holds the only write end, for life
+    (never closed: labctl's exit closes it, which is the signal)."""
+
+    _ends: tuple[int, int] | None = None
+
+    @classmethod
+    def read_end(cls) -> int:
+        if cls._ends is None:
+            cls._ends = os.pipe()  # both non-inheritable; the read end is passed explicitly
+        return cls._ends[0]
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -96,8 +129,16 @@ class LocalBackend:
 
     def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
         parent = os.getpid()
+        options: dict[str, Any] = {}
+        argv = self.command(task)
+        if mechanism() == "pipe":
+            fd = ParentPipe.read_end()
+            argv = [sys.executable, "-m", "labctl.shim", str(fd), "--", *argv]
+            options["pass_fds"] = (fd,)
+        else:  # only prctl and getppid run there
+            options["preexec_fn"] = lambda: _die_with_parent(parent)
         proc = subprocess.Popen(
-            self.command(task),
+            argv,
             cwd=self.cwd,
             env=dict(self.env(task)),
             stdin=subprocess.DEVNULL,
@@ -107,7 +148,7 @@ class LocalBackend:
             errors="replace",
             bufsize=1,
             start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),  # only prctl and getppid run there
+            **options,
         )
         return ProcessHandle(task, proc, lines)
 

@@ -1,8 +1,9 @@
 """Finding a run's processes by the LABCTL_RUN variable every task (and its children) inherits.
 
-PR_SET_PDEATHSIG kills a task when labctl dies, but not what the task started itself; the
-environment marks those too, so `labctl run` and `labctl clean` can reap what an aborted run
-left behind, and tests can prove that nothing is left.
+Tasks die with labctl (local.py), but what a task started itself may escape its process group;
+the environment marks those too, so `labctl run` and `labctl clean` can reap what an aborted run
+left behind, and tests can prove that nothing is left. psutil reads the environments on Linux
+(/proc) and macOS (sysctl; the user's own processes only, which is all labctl starts).
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
+
 RUN_ENV = "LABCTL_RUN"
-_KEY = RUN_ENV.encode() + b"="
 
 
 def run_processes() -> dict[int, Path]:
     """pid -> run directory, for every process that carries LABCTL_RUN."""
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone, or not ours to read
+            run = proc.environ().get(RUN_ENV)
+        except (psutil.Error, OSError):  # gone, a zombie, or not ours to read
             continue
-        for item in environ.split(b"\0"):
-            if item.startswith(_KEY):
-                found[int(entry.name)] = Path(os.fsdecode(item[len(_KEY):]))
-                break
+        if run:
+            found[proc.pid] = Path(run)
     return found
 
 

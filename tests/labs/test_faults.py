@@ -1,6 +1,7 @@
 """Fault injection on real TensorFlow clusters (labs 04 and 05, and `labctl launch`): a killed
 task is restarted and the run completes; with restarts off, the stall watchdog ends the run.
-After every run, no process of it is left. One TF cluster at a time (a 2-core machine)."""
+After every run, no process of it is left. One TF cluster at a time (a 2-core machine).
+The kill of a worker runs with both supervision mechanisms (PDEATHSIG and the macOS pipe)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ def task(meta: dict[str, Any], name: str) -> dict[str, Any]:
     return next(t for t in meta["tasks"] if t["name"] == name)
 
 
-def test_killed_worker_in_async_training_is_restarted_and_accuracy_holds(tmp_path: Path) -> None:
-    proc = labctl(tmp_path, "run", "04", "--kill", "worker:1@300", "--check")
+@pytest.mark.parametrize("supervision", ["pdeathsig", "pipe"])
+def test_killed_worker_in_async_training_is_restarted_and_accuracy_holds(
+        tmp_path: Path, supervision: str) -> None:
+    proc = labctl(tmp_path, "run", "04", "--kill", "worker:1@300", "--check",
+                  env={"LABCTL_SUPERVISION": supervision})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "PASS: test accuracy" in proc.stdout
     meta = latest(tmp_path, "04-")

@@ -1,5 +1,8 @@
 """The local launcher's lifecycle with a fast non-TensorFlow program (fixtures/labs/02-fake):
-success, restarts with back-off, exit code 2, --kill, watchdog, shutdown, reaping, launch."""
+success, restarts with back-off, exit code 2, --kill, watchdog, shutdown, reaping, launch.
+
+Every test runs with both ways a task dies with labctl (labctl/local.py): Linux's PDEATHSIG and
+the parent-death pipe that macOS uses, so the macOS path is exercised here too."""
 
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ from labctl_testing import (
     start,
     tasks_by_name,
 )
+
+
+@pytest.fixture(autouse=True, params=["pdeathsig", "pipe"])
+def supervision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LABCTL_SUPERVISION", request.param)
+    return str(request.param)
 
 
 def test_run_succeeds_and_writes_the_run_directory(labctl, state: Path) -> None:
@@ -141,15 +150,20 @@ def test_ctrl_c_stops_every_task(state: Path) -> None:
     assert run_json(state, "02-fake")["status"] == "interrupted"
 
 
-def test_sigkilled_labctl_leaves_nothing_behind(labctl, state: Path) -> None:
+def test_sigkilled_labctl_leaves_nothing_behind(labctl, state: Path, supervision: str) -> None:
     proc = start(state, "run", "02", env={"FAKE_HANG": "worker:0", "FAKE_GRANDCHILD": "ps:0"})
-    _wait_for_tasks(state, 4)
+    _wait_for_tasks(state, 4 if supervision == "pdeathsig" else 7)  # + a shim per task
     proc.kill()
     proc.communicate(timeout=10)
     time.sleep(0.5)
+    left = leftovers(state)
+    if supervision == "pipe":  # each shim killed its whole process group, grandchild included
+        assert left == []
+        assert "left by aborted runs" not in labctl("clean").stdout
+        return
     # PR_SET_PDEATHSIG took the tasks; the ps's own child is reaped by the next labctl
-    assert [p for p in leftovers(state) if Path(f"/proc/{p}/cmdline").read_bytes()
-            .startswith(b"sleep")] == leftovers(state)
+    assert left and [p for p in left if Path(f"/proc/{p}/cmdline").read_bytes()
+                     .startswith(b"sleep")] == left
     assert "aborted" in labctl("list", reaped=False).stdout
     assert "killed 1 process(es) left by aborted runs" in labctl("clean").stdout
 
