@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,10 @@ class ClusterError(UsageError):
     """The cluster is unreachable or refuses: a one-line reason with the fix; exit 1."""
 
     exit_code = 1
+
+
+class Unreachable(ClusterError):
+    """No answer from the API server (network, TLS, timeout)."""
 
 
 class NotFound(ClusterError):
@@ -128,11 +133,26 @@ def _network_reason(exc: BaseException) -> str:
     return next((r for r in NETWORK_REASONS if r in text.lower()), text[:120])
 
 
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
 def _stamped(raw: bytes) -> tuple[str, str]:
-    """`2026-12-02T02:05:31.123456789Z text` (timestamps=true) -> (timestamp, text)."""
+    """`2026-12-02T02:05:31.123456789Z text` (timestamps=true) -> (timestamp, text). The
+    runtime stamps in the node's time zone, so the suffix may be an offset (`+01:00`); one
+    node's stamps keep one offset and one width, so they still sort as strings."""
     line = raw.decode("utf-8", "replace").rstrip("\r")
     ts, space, text = line.partition(" ")
-    return (ts, text) if space and ts[:1].isdigit() and ts.endswith("Z") else ("", line)
+    return (ts, text) if space and _STAMP.match(ts) else ("", line)
+
+
+def _since(stamp: str | None) -> str | None:
+    """sinceTime for a stamp: its whole second, in UTC (the API server's format)."""
+    if not stamp:
+        return None
+    from datetime import UTC, datetime
+
+    whole = re.sub(r"\.\d+", "", stamp).replace("Z", "+00:00")
+    return datetime.fromisoformat(whole).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _what(verb: str, kind: str, name: str | None, namespace: str | None) -> str:
@@ -203,7 +223,7 @@ class Api:
             return fn(*args, **kwargs)
         except ApiException as exc:
             if exc.status == 0 or exc.status is None:
-                raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: "
+                raise Unreachable(f"cannot reach the Kubernetes API at {self.host}: "
                                    f"{_message(exc)}") from None
             raise refusal(what, exc.status, _status(exc), self.host, self.kubeconfig) from None
         except ValidationError as exc:  # the client checks answers against its models
@@ -211,7 +231,7 @@ class Api:
                                f"{exc.error_count()} field error(s); is it a Kubernetes API "
                                "server of a supported version?") from None
         except (HTTPError, OSError) as exc:
-            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} "
+            raise Unreachable(f"cannot reach the Kubernetes API at {self.host} "
                                f"({_network_reason(exc)}): is the cluster up (`vagrant up`)?")\
                 from None
 
@@ -324,10 +344,13 @@ class Api:
             yield _stamped(pending)
 
     def _container_state(self, pod: str, namespace: str, container: str) -> str:
-        """running, waiting, terminated, or gone (the pod was deleted)."""
+        """running, waiting, terminated, or gone (the pod was deleted). A pod that ended
+        before its container started (the kubelet refused it) counts as terminated."""
         obj = self.read("Pod", pod, namespace)
         if obj is None:
             return "gone"
+        if obj.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return "terminated"
         for status in obj.get("status", {}).get("containerStatuses") or []:
             if status.get("name") == container:
                 return next(iter(status.get("state") or {"waiting": None}))
@@ -348,8 +371,7 @@ class Api:
             ended = False
             try:
                 skip = same
-                for ts, text in self._log_stream(pod, namespace, container,
-                                                 last[:19] + "Z" if last else None):
+                for ts, text in self._log_stream(pod, namespace, container, _since(last)):
                     if last is not None and ts and ts < last:
                         continue
                     if ts and ts == last and skip:
@@ -366,8 +388,9 @@ class Api:
                     state = self._container_state(pod, namespace, container)
                 except ClusterError:
                     state = "unknown"
-                if state == "gone":
-                    return
+                refused = isinstance(exc, ClusterError) and not isinstance(exc, Unreachable)
+                if state == "gone" or (state == "terminated" and refused):
+                    return  # nothing left to read: deleted, or refused after its end
                 if isinstance(exc, ReadTimeoutError) and state == "running":
                     continue  # a quiet task (a parameter server prints little): follow again
                 now = clock()

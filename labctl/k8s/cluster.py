@@ -280,6 +280,11 @@ def _job_result(job: m.Manifest) -> dict[str, Any] | None:
     return None
 
 
+def _live(pod: m.Manifest) -> bool:
+    return not pod["metadata"].get("deletionTimestamp") and \
+        pod.get("status", {}).get("phase") in (None, "Pending", "Running")
+
+
 def _started(pod: m.Manifest) -> bool:
     return pod.get("status", {}).get("phase") in ("Running", "Succeeded", "Failed")
 
@@ -351,7 +356,10 @@ class JobHandle:
                 return
             self.state = job
             self.seen = self.seen or job is not None
-            pods = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+            # Oldest first. Timestamps have whole seconds: of two pods made in the same second,
+            # the one still live (not terminal, not being deleted) is the newer.
+            pods = sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "",
+                                               _live(p)))
             self.pods = pods
             for pod in pods:
                 name = pod["metadata"]["name"]
@@ -409,8 +417,7 @@ class JobHandle:
 
     def current_pod(self) -> str | None:
         with self.lock:
-            live = [p for p in self.pods if p.get("status", {}).get("phase") in
-                    ("Pending", "Running")]
+            live = [p for p in self.pods if _live(p)]
             return live[-1]["metadata"]["name"] if live else None
 
     def kill(self) -> None:

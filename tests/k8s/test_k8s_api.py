@@ -198,8 +198,8 @@ def test_no_kubeconfig_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         Api("/nope")
 
 
-def stamp(second: int, nano: int, text: str) -> str:
-    return f"2026-12-02T10:00:{second:02d}.{nano:09d}Z {text}\n"
+def stamp(second: int, nano: int, text: str, zone: str = "Z") -> str:
+    return f"2026-12-02T10:00:{second:02d}.{nano:09d}{zone} {text}\n"
 
 
 class LogScript:
@@ -239,16 +239,21 @@ def pod(state: str) -> dict[str, Any]:
                                                         {"exitCode": 0}}}]}}
 
 
+@pytest.mark.parametrize(("zone", "since"), [("Z", "2026-12-02T10:00:02Z"),
+                                              ("+01:00", "2026-12-02T09:00:02Z")])
 def test_a_broken_log_stream_is_followed_again_without_losing_or_repeating_lines(
-        server) -> None:
+        server, zone: str, since: str) -> None:
+    """`zone`: the runtime stamps lines in the node's time zone; sinceTime goes in UTC."""
     fake, api = server
     logs = LogScript([
         # Cut after line 3; line 4 was in flight and is lost with the connection.
-        (stamp(1, 1, "one") + stamp(2, 5, "two") + stamp(2, 7, "three") + "2026-12-02T1", True),
+        (stamp(1, 1, "one", zone) + stamp(2, 5, "two", zone) + stamp(2, 7, "three", zone)
+         + "2026-12-02T1", True),
         # Followed again from second 2: the server repeats two and three, then goes on; the
         # last line has no newline (the container's last write).
-        (stamp(2, 5, "two") + stamp(2, 7, "three") + stamp(2, 9, "PROGRESS step=4")
-         + stamp(3, 0, "done").rstrip("\n"), False),
+        (stamp(2, 5, "two", zone) + stamp(2, 7, "three", zone)
+         + stamp(2, 9, "PROGRESS step=4", zone) + stamp(3, 0, "done", zone).rstrip("\n"),
+         False),
     ])
     fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = logs
     states = iter(["running", "terminated"])
@@ -260,7 +265,7 @@ def test_a_broken_log_stream_is_followed_again_without_losing_or_repeating_lines
     first, again = logs.queries
     assert first["follow"] == ["true"] and first["timestamps"] == ["true"]
     assert first["container"] == ["tensorflow"] and "sinceTime" not in first
-    assert again["sinceTime"] == ["2026-12-02T10:00:02Z"]
+    assert again["sinceTime"] == [since]
     assert pauses == [k8s_api.LOG_RETRY_PAUSE_S]
 
 
@@ -278,6 +283,19 @@ def test_a_log_stream_that_stays_broken_gives_up_with_a_marker(server) -> None:
     lines = list(api.log_lines("p", "ns", "tensorflow", sleep=pause, clock=lambda: now[0]))
     assert lines[0] == "one" and len(lines) == 2
     assert lines[1].startswith("----- labctl: gave up following pod p's log after 120 s: ")
+
+
+def test_a_pod_that_ended_before_its_container_started_ends_the_follower(server) -> None:
+    """The kubelet rejected the pod (phase Failed, container never ran): no 120 s of retries."""
+    fake, api = server
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p/log")] = (
+        400, status(400, "BadRequest", 'container "tensorflow" in pod "p" is waiting to start'))
+    rejected = pod("waiting")
+    rejected["status"]["phase"] = "Failed"
+    fake.routes[("GET", "/api/v1/namespaces/ns/pods/p")] = lambda h, q: json_reply(h, rejected)
+    pauses: list[float] = []
+    assert list(api.log_lines("p", "ns", "tensorflow", sleep=pauses.append)) == []
+    assert pauses == []
 
 
 def test_the_collector_log_is_read_whole(server) -> None:

@@ -549,3 +549,28 @@ def test_sweep_removes_labctl_objects_without_a_run_record_and_nothing_else(
     assert leftovers(api, done.run.run_id) == []
     assert api.read("ConfigMap", "mine", "alice") is not None
     assert api.read("StorageClass", m.STORAGE_CLASS) is not None
+
+
+def test_pods_made_in_the_same_second_are_told_apart_by_liveness() -> None:
+    """Real creationTimestamps have whole seconds; a replacement made in the second its
+    predecessor failed must still count as the newer pod (for --kill and the log markers)."""
+    import queue
+
+    from labctl.tasks import TaskSpec
+
+    api = FakeApi()
+    lines: queue.Queue[Any] = queue.Queue()
+    handle = cluster.JobHandle(api, "ns", "w-0", TaskSpec("worker", 0), lines)
+    stamp = "2026-12-02T10:00:02Z"
+    new = {"metadata": {"name": "w-0-aaaaa", "creationTimestamp": stamp},
+           "status": {"phase": "Pending"}}
+    old = {"metadata": {"name": "w-0-zzzzz", "creationTimestamp": stamp},
+           "status": {"phase": "Failed", "containerStatuses": [
+               {"state": {"terminated": {"exitCode": 1}}}]}}
+    handle.update({"metadata": {"name": "w-0"}, "status": {}}, [new, old])
+    assert [p["metadata"]["name"] for p in handle.pods] == ["w-0-zzzzz", "w-0-aaaaa"]
+    assert handle.current_pod() == "w-0-aaaaa"
+    being_deleted = {"metadata": {"name": "w-0-bbbbb", "creationTimestamp": stamp,
+                                  "deletionTimestamp": stamp}, "status": {"phase": "Running"}}
+    handle.update({"metadata": {"name": "w-0"}, "status": {}}, [new, being_deleted])
+    assert handle.current_pod() == "w-0-aaaaa"
