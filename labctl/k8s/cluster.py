@@ -239,6 +239,16 @@ def wait_until(pending: Callable[[], list[str]], what: str, namespace: str,
         sleep(POLL_S)
 
 
+def _cannot_create(api: Api, namespace: str, job: str) -> None:
+    """A Job whose pods admission refuses (Pod Security, a quota) has no pod to look at: the
+    Job controller's FailedCreate event on the Job says why."""
+    events = api.list("Event", namespace,
+                      field_selector=f"involvedObject.kind=Job,involvedObject.name={job}")
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if failed:
+        raise ClusterError(f"Job {job} cannot create its pod: {failed[-1].get('message')}")
+
+
 def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
                  note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
@@ -255,6 +265,8 @@ def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
         _hopeless(pods + shared, pending_since, clock)
         finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
                     if _job_result(j)}
+        for job in set(jobs) - finished - {_job_of(p) for p in pods}:
+            _cannot_create(api, namespace, job)
         return [job for job in jobs if job not in finished and not any(
             p.get("status", {}).get("phase") not in (None, "Pending")
             for p in pods if _job_of(p) == job)]

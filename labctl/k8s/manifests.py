@@ -43,7 +43,7 @@ BACKOFF_LIMIT = 3
 # A lab sets its own with [k8s] deadline; `labctl run --deadline S` overrides both.
 DEADLINE_S = 1800
 UID = 1000  # the pods' user: the official images run as root unless told otherwise
-CONFIGMAP_LIMIT = 1024 * 1024  # etcd's object size limit for a ConfigMap
+CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data
 
 # What `labctl render` and the static k8s/ dirs use when no run exists.
 DEFAULT_NAMESPACE = "tf-lab"

@@ -217,9 +217,11 @@ class FakeApi:
             out = [copy.deepcopy(o) for k, o in self.objects.items()
                    if k[0] == kind and (namespace is None or k[1] == namespace)
                    and _matches(o["metadata"].get("labels", {}), selector)]
-        if field_selector:
-            _, _, value = field_selector.partition("=")  # involvedObject.name=X
-            out = [o for o in out if o.get("involvedObject", {}).get("name") == value]
+        for term in (field_selector or "").split(","):  # involvedObject.name=X,...
+            if term:
+                path, _, value = term.partition("=")
+                field = path.removeprefix("involvedObject.")
+                out = [o for o in out if o.get("involvedObject", {}).get(field) == value]
         return out
 
     def log_lines(self, pod: str, namespace: str, container: str):  # -> Iterator[str]

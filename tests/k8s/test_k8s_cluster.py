@@ -351,6 +351,22 @@ def test_wait_started_fails_fast_on_an_image_that_does_not_exist() -> None:
                              sleep=lambda _s: None)
 
 
+def test_a_job_whose_pods_admission_refuses_fails_the_start_with_the_reason() -> None:
+    """Pod Security never refuses the Job itself, only the pods it makes: no pod to inspect,
+    only the Job controller's FailedCreate event."""
+    api = FakeApi()
+    api.create({"kind": "Namespace", "metadata": {"name": "ns"}})
+    message = ('Error creating: pods "w-0-abc" is forbidden: violates PodSecurity '
+               '"restricted:latest": runAsNonRoot != true')
+    api._put({"kind": "Event", "metadata": {"name": "w-0.1", "namespace": "ns"},
+              "involvedObject": {"kind": "Job", "name": "w-0"}, "type": "Warning",
+              "reason": "FailedCreate", "message": message})
+    with pytest.raises(ClusterError, match=r"^Job w-0 cannot create its pod: Error creating: "
+                                           r"pods .* violates PodSecurity"):
+        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+                             sleep=lambda _s: None)
+
+
 def test_a_shared_server_whose_image_does_not_exist_fails_the_start() -> None:
     """Lab 11's TF Serving pod carries no run label; its missing image must not go unseen."""
     api = FakeApi()
