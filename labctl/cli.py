@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labctl import labs, plan, rundir
+from labctl import labs, plan, platforms, rundir
 from labctl.checks import run_check
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Outcome
@@ -449,6 +449,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.platform == "win32":  # no POSIX process groups or signals: nothing would work
+        print(f"labctl: error: {platforms.problem('win32', 'AMD64')}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -39,7 +39,8 @@ PR_SET_PDEATHSIG = 1
 DRAIN_S = 2.0  # how long to wait for output after exit (a grandchild may hold the pipe)
 SUPERVISION_ENV = "LABCTL_SUPERVISION"
 MECHANISMS = ("pdeathsig", "pipe")
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
+# Loaded before any fork: the child only calls it. Linux only (prctl); elsewhere the pipe.
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 def mechanism() -> str:
@@ -58,7 +59,7 @@ def _die_with_parent(parent: int) -> None:
 
     The kernel ties PDEATHSIG to the thread that forked, so tasks are started from the thread
     that lives as long as the run (the controller's, i.e. the main thread)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[union-attr]
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 

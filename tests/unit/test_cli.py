@@ -78,6 +78,30 @@ def test_cluster_options_on_a_local_run_are_refused_not_ignored(capsys) -> None:
         "only: drop them or add --target k8s\n")
 
 
+def test_native_windows_is_refused_in_one_line(capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err == (
+        "labctl: error: Windows x86_64: labctl needs POSIX processes and signals: use WSL2 with "
+        "Ubuntu (README: Which laptop?)\n")
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    (("linux", "x86_64", "3.11"), None),
+    (("linux", "aarch64", "3.13"), None),
+    (("darwin", "arm64", "3.12"), None),
+    (("darwin", "x86_64", "3.11"), "macOS Intel: TensorFlow 2.21 has no macOS x86_64 wheel"),
+    (("linux", "x86_64", "3.14"), "Python 3.14: TensorFlow 2.21 has wheels for Python 3.11, "
+                                  "3.12, 3.13; run `make labs PYTHON=python3.13`"),
+    (("freebsd14", "amd64", "3.11"), "freebsd14 amd64 is not a supported laptop"),
+])
+def test_which_laptops_run_the_local_labs(where: tuple[str, str, str], reason: str | None) -> None:
+    from labctl import platforms
+
+    found = platforms.problem(*where)
+    assert (found is None) if reason is None else (found or "").startswith(reason)
+
+
 def test_list_does_not_import_tensorflow() -> None:
     import subprocess
 
