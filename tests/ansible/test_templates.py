@@ -269,11 +269,16 @@ def test_hosts_file_lists_every_node_at_its_private_address(rendered: Any) -> No
         )
 
 
-@pytest.mark.parametrize("version", CONTAINERD_VERSIONS)
-def test_containerd_config_uses_systemd_cgroups(rendered: Any, version: str) -> None:
+def containerd_config(rendered: Any, version: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config.toml rendered for containerd `version`, and its plugins table."""
     cluster, out = rendered
     config = tomllib.loads(text(out, cluster.first, f"containerd/config-{version}.toml"))
-    plugins = config["plugins"]
+    return config, config["plugins"]
+
+
+@pytest.mark.parametrize("version", CONTAINERD_VERSIONS)
+def test_containerd_config_uses_systemd_cgroups(rendered: Any, version: str) -> None:
+    config, plugins = containerd_config(rendered, version)
     if version.startswith("1."):
         assert config["version"] == 2
         cri = plugins["io.containerd.grpc.v1.cri"]
@@ -299,9 +304,7 @@ def test_containerd_config_uses_systemd_cgroups(rendered: Any, version: str) -> 
 @pytest.mark.parametrize("version", CONTAINERD_VERSIONS)
 def test_containerd_config_reads_registry_hosts(rendered: Any, version: str) -> None:
     """The CRI registry's config_path, in the plugin table of the config version written."""
-    cluster, out = rendered
-    config = tomllib.loads(text(out, cluster.first, f"containerd/config-{version}.toml"))
-    plugins = config["plugins"]
+    _, plugins = containerd_config(rendered, version)
     if version.startswith("1."):
         registry = plugins["io.containerd.grpc.v1.cri"]["registry"]
         assert "io.containerd.cri.v1.images" not in plugins
