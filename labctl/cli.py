@@ -220,12 +220,7 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
     if args.check and not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py: run it without --check")
-    if args.target == "local":
-        given = [f"--{o}" for o in ("namespace", "image", "kubeconfig", "deadline")
-                 if getattr(args, o, None)]
-        if given:
-            raise UsageError(f"{', '.join(given)} apply to --target k8s (or docker for "
-                             "--image) only: drop them or add --target k8s")
+    targets.refuse_unused(args.target, args)
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},

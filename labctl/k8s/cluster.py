@@ -174,9 +174,9 @@ def rollback(api: Api, created: Sequence[m.Manifest]) -> None:
 def waiting(pod: m.Manifest) -> tuple[str, str, str] | None:
     """(reason, message, image) of the pod's first container that waits for a reason."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
-        waiting = (status.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason"):
-            return waiting["reason"], " ".join(str(waiting.get("message", "")).split()), \
+        state = (status.get("state") or {}).get("waiting") or {}
+        if state.get("reason"):
+            return state["reason"], " ".join(str(state.get("message", "")).split()), \
                 str(status.get("image") or "")
     return None
 

@@ -29,6 +29,19 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="k8s: kubeconfig (default $KUBECONFIG, ./kubeconfig, ~/.kube/config)")
 
 
+# Which targets use each of the options above; any other target refuses them, not ignores them.
+OPTION_TARGETS = {"namespace": ("k8s",), "image": ("k8s", "docker"), "deadline": ("k8s",),
+                  "kubeconfig": ("k8s",)}
+
+
+def refuse_unused(target: str, args: argparse.Namespace) -> None:
+    given = [f"--{o}" for o, used in OPTION_TARGETS.items()
+             if getattr(args, o, None) and target not in used]
+    if given:
+        raise UsageError(f"{', '.join(given)} apply to --target k8s (or docker for --image) "
+                         "only: drop them or add --target k8s")
+
+
 def _deadline(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds > 0")
@@ -42,8 +55,6 @@ def run(target: str, lab: labs.Lab, plan: LabPlan, spec: JobSpec, meta: dict[str
     if target == "docker":
         from labctl import docker_target
 
-        if namespace or getattr(args, "deadline", None):
-            raise UsageError("--namespace and --deadline apply to --target k8s only")
         return docker_target.run(lab, plan, spec, meta, args.quiet, image or docker_target.IMAGE)
     from labctl.k8s import cluster
 

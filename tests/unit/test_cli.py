@@ -76,6 +76,9 @@ def test_cluster_options_on_a_local_run_are_refused_not_ignored(capsys) -> None:
     assert capsys.readouterr().err == (
         "labctl: error: --namespace, --deadline apply to --target k8s (or docker for --image) "
         "only: drop them or add --target k8s\n")
+    # The docker target takes --image only; it used to run on, ignoring --kubeconfig.
+    assert cli.main(["run", "01", "--target", "docker", "--kubeconfig", "kc"]) == 2
+    assert capsys.readouterr().err.startswith("labctl: error: --kubeconfig apply to --target k8s")
 
 
 def test_native_windows_is_refused_in_one_line(capsys, monkeypatch) -> None:
