@@ -12,27 +12,36 @@ from labctl.labs import Lab
 from labctl.local import task_env
 from labctl.rundir import RunDir, iso
 
+EXIT_SKIP = 3  # a check's, and labctl's, exit code for a skipped run: not a pass, not a failure
+VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "SKIP": EXIT_SKIP}
+
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
-    message: str  # the PASS:/FAIL: line, or what went wrong running the check
+    message: str  # the PASS:/FAIL:/SKIP: line, or what went wrong running the check
     hint: str
     exit_code: int
+    skipped: bool = False
+
+    @property
+    def word(self) -> str:
+        return "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
 
 
 def parse_output(output: str, exit_code: int) -> Verdict:
-    """The check contract: `PASS: ...` or `FAIL: ...` + `hint: ...`, exit 0 / 1 / 2."""
+    """The check contract: `PASS: ...`, `FAIL: ...` + `hint: ...` or `SKIP: ...`; exit 0, 1 or 3
+    (2: the run directory is unusable). A verdict whose exit code disagrees is a FAIL."""
     lines = [line.strip() for line in output.splitlines()]
-    verdict = next((ln for ln in lines if ln.startswith(("PASS:", "FAIL:"))), "")
+    verdict = next((ln for ln in lines if ln[:5] in ("PASS:", "FAIL:", "SKIP:")), "")
     hint = next((ln.removeprefix("hint:").strip() for ln in lines if ln.startswith("hint:")), "")
-    passed = exit_code == 0 and verdict.startswith("PASS:")
+    said = verdict[:4]
     if not verdict:
         tail = " / ".join(ln for ln in lines[-3:] if ln) or "no output"
         verdict = f"FAIL: the check printed no verdict (exit {exit_code}): {tail}"
-    elif not passed and verdict.startswith("PASS:"):
-        verdict = f"FAIL: the check said PASS but exited {exit_code}"
-    return Verdict(passed, verdict, hint, exit_code)
+    elif said != "FAIL" and VERDICT_EXIT[said] != exit_code:
+        verdict, said = f"FAIL: the check said {said} but exited {exit_code}", "FAIL"
+    return Verdict(said == "PASS", verdict, hint, exit_code, skipped=said == "SKIP")
 
 
 def run_check(lab: Lab, run: RunDir) -> Verdict:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from labctl import labs, plan, platforms, rundir
-from labctl.checks import run_check
+from labctl.checks import EXIT_SKIP, VERDICT_EXIT, run_check
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Outcome
 from labctl.k8s import targets
@@ -193,8 +193,8 @@ def last_result(group: str) -> str:
     when = str(meta.get("finished") or meta.get("started") or "")[:16].replace("T", " ")
     if status == "running" and not rundir.is_active(run):
         status = "aborted"
-    if check and status == "succeeded":
-        status = "PASS" if check.get("passed") else "FAIL"
+    if check and status in ("succeeded", "skipped"):
+        status = "SKIP" if check.get("skipped") else "PASS" if check.get("passed") else "FAIL"
     return f"{status} {when}".strip()
 
 
@@ -259,7 +259,7 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         run, outcome = targets.run(args.target, lab, lab_plan, spec, meta, args)
     code = report(run, outcome)
     verdict = "-"
-    if code == 0 and args.check:
+    if args.check and (code == 0 or outcome.status == "skipped"):
         verdict, code = _check_and_print(lab, run)
     return code, outcome.status, verdict, outcome.wall_time_s
 
@@ -276,9 +276,9 @@ def report(run: rundir.RunDir, outcome: Outcome) -> int:
         print(f"labctl: succeeded in {outcome.wall_time_s:.1f} s{step}; run dir {where}")
         return 0
     if outcome.status == "skipped":
-        # e.g. lab 10 on a cluster without GPU capacity: nothing failed, nothing to retry.
+        # e.g. lab 10 on a cluster without GPU capacity: nothing failed, and nothing passed.
         print(f"labctl: skipped: {outcome.reason}")
-        return 0
+        return EXIT_SKIP
     print(f"labctl: {outcome.status}: {outcome.reason}", file=sys.stderr)
     if outcome.failed_task:
         print(f"labctl: last lines of {outcome.failed_task}:", file=sys.stderr)
@@ -293,7 +293,7 @@ def _check_and_print(lab: labs.Lab, run: rundir.RunDir) -> tuple[str, int]:
     print(verdict.message)
     if verdict.hint and not verdict.passed:
         print(f"hint: {verdict.hint}")
-    return ("PASS" if verdict.passed else "FAIL"), (0 if verdict.passed else 1)
+    return verdict.word, VERDICT_EXIT[verdict.word]
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -321,11 +321,13 @@ def run_all(args: argparse.Namespace) -> int:
     print(f"\n{'lab':<32} {'run':<10} {'check':<6} {'time':>7}")
     for name, status, verdict, wall, _ in rows:
         print(f"{name:<32} {status:<10} {verdict:<6} {wall:>6.1f}s")
-    failed = [r[0] for r in rows if r[4] != 0]
+    failed = [r[0] for r in rows if r[4] not in (0, EXIT_SKIP)]
+    skipped = [r[0] for r in rows if r[4] == EXIT_SKIP]
     total = time.monotonic() - started
-    print(f"{len(rows) - len(failed)}/{len(rows)} labs passed in {total:.0f} s"
+    print(f"{len(rows) - len(failed) - len(skipped)}/{len(rows)} labs passed in {total:.0f} s"
+          + (f"; skipped: {', '.join(skipped)}" if skipped else "")
           + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    return 1 if failed else EXIT_SKIP if skipped else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ with g.as_default():
         y_test = tf1.placeholder(tf.int32, [None], name="y")
         _, test_accuracy = model.loss_and_accuracy(model.mlp_logits(params, x_test), y_test)
     init = tf1.global_variables_initializer()
+    saver = tf1.train.Saver()  # the trained weights and global_step, for the check to evaluate
 tf.io.write_graph(g, str(out), "graph.pbtxt", as_text=True)
 
 feeds = [data.batches(ds, args.batch_size, seed=i) for i in range(len(workers))]
@@ -69,6 +70,7 @@ with tf1.Session(server.target, graph=g, config=config) as sess:
             accuracy = sess.run(test_accuracy, {x_test: ds.x_test, y_test: ds.y_test})
         progress.update(step, loss, accuracy, force=last)
 
+    saver.save(sess, str(out / "checkpoints" / "model.ckpt"), global_step=global_step)
 print(f"test accuracy {accuracy:.4f} after {args.steps} steps of {len(workers)} towers")
 report.write_task(out, cfg.task.stem, progress, args.steps)
 report.write_results(out, "03-in-graph-replication", progress, dataset=args.dataset,

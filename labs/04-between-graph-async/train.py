@@ -60,6 +60,5 @@ trained = graph.train_between_graph(
 if is_chief:
     report.write_results(out, "05-between-graph-sync" if args.sync else "04-between-graph-async",
                          trained.progress, dataset=args.dataset, ps=len(ps), workers=len(workers),
-                         test_accuracy=trained.test_accuracy, variables=placement,
-                         replicas_to_aggregate=len(workers) if args.sync else None)
+                         test_accuracy=trained.test_accuracy)
 graph.signal_done_and_exit(server, cfg, ps)

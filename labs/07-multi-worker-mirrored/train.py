@@ -4,6 +4,7 @@ Every worker holds a full copy (a mirror) of the variables. At each step each wo
 gradients on its own share of the global batch; a collective all-reduce sums them across the
 workers, and every worker applies the same update to its copy, so the copies never diverge.
 Keras 3 layers with a custom training loop (Keras 3's model.fit fails under this strategy).
+At the end every worker writes its own copy of the weights to checkpoints/worker-<index>/.
 """
 
 import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
@@ -72,10 +73,12 @@ for step in range(1, args.steps + 1):
 
 checksums = [float(c) for c in weight_checksums().numpy()]  # a collective: all workers at once
 print(f"test accuracy {progress.accuracy:.4f}; weight checksums of the workers: {checksums}")
-report.write_task(args.output_dir, cfg.task.stem, progress, args.steps,
-                  test_accuracy=progress.accuracy, weight_checksum=checksums[cfg.task.index])
+# This worker's own copy: write(), not save(), which would also count saves in a variable.
+tf.train.Checkpoint(weights=model.keras_weights(net), optimizer=optimizer).write(
+    str(args.output_dir / "checkpoints" / cfg.task.stem / "weights"))
+report.write_task(args.output_dir, cfg.task.stem, progress, args.steps)
 if cfg.task.index == 0:
     report.write_results(args.output_dir, "07-multi-worker-mirrored", progress,
                          dataset=args.dataset, test_accuracy=progress.accuracy,
-                         workers=cfg.count("worker"), weight_checksums=checksums)
+                         workers=cfg.count("worker"))
 report.exit_now()

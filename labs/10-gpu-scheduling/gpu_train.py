@@ -45,6 +45,9 @@ with tf.device(device):
 
 _, test_accuracy = model.loss_and_accuracy(net(x_test), y_test)
 print(f"training ops ran on {ran_on}", flush=True)
+# The trained weights, for the check to evaluate on the held-out data itself.
+tf.train.Checkpoint(weights=model.keras_weights(net), optimizer=optimizer).write(
+    str(args.output_dir / "checkpoints" / "weights"))
 report.write_results(args.output_dir, "10-gpu-scheduling", progress, dataset=args.dataset,
                      test_accuracy=round(float(test_accuracy), 4), gpus=gpus, device=ran_on,
                      cuda_build=tf.test.is_built_with_cuda())

@@ -44,3 +44,9 @@ def keras_mlp(features: int):  # -> keras.Sequential (keras is imported lazily w
         keras.layers.Dense(HIDDEN, activation="relu"),
         keras.layers.Dense(CLASSES),
     ])
+
+
+def keras_weights(net) -> dict[str, tf.Variable]:
+    """The Keras MLP's weights under the TF1 labs' names: a checkpoint of them reads the same
+    as lab 03-05's, whichever lab wrote it."""
+    return dict(zip(("w1", "b1", "w2", "b2"), net.trainable_variables, strict=True))

@@ -107,9 +107,13 @@ def test_lab10_check_refuses_a_run_that_saw_no_gpu(tmp_path: Path,
 
     with pytest.raises(check.checks.Failed, match="TensorFlow saw no GPU inside the pod"):
         check.check(Run(run))
+    # A skipped run is SKIP, exit 3: never PASS, whatever its output holds.
     skipped = run_dir(tmp_path / "skipped", {"lab": lab.name, "target": "k8s",
                                              "status": "skipped", "reason": "no GPU"})
-    assert check.check(Run(skipped)).startswith("skipped: no GPU")
+    proc = subprocess.run([sys.executable, str(lab / "check.py"), str(skipped)],
+                          env={**os.environ, "PYTHONPATH": str(LABS)}, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (3, "SKIP: no GPU")
 
 
 # --- lab 08: the check's steps against states held by the fake API -------------------------------

@@ -14,9 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def labctl(state: Path, *args: str, env: dict[str, str] | None = None,
-           ) -> subprocess.CompletedProcess[str]:
+           labs: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`labctl ARGS` with its runs under `state`, on the repo's labs or on a copy at `labs`."""
     full_env = {**os.environ, **(env or {}), "LABCTL_STATE_DIR": str(state)}
     full_env.pop("LABCTL_LABS_DIR", None)
+    if labs is not None:
+        full_env["LABCTL_LABS_DIR"] = str(labs)
     proc = subprocess.run([sys.executable, "-m", "labctl", *args], env=full_env, cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False)
     left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]

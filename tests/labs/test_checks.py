@@ -1,27 +1,38 @@
-"""The lab checks judge what a run wrote, and they fail when it is wrong: each case builds a small
-run directory by hand (one fault in it) and runs the real check script on it. No TensorFlow."""
+"""The lab checks judge what a run left behind, and they fail when it is wrong: each case builds a
+small run directory by hand (one fault in it: a graph, a trace, a checkpoint written by
+tests/labs/bundle.py, a run record) and runs the real check script on it. No TensorFlow: the
+same checks on real runs, with mistakes made in the programs, are in test_mistakes.py."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"
 sys.path.insert(0, str(LABS))
 
+import bundle  # noqa: E402
+from labkit import data  # noqa: E402
 from labkit.checks import ancestors, executed_on, graph_nodes, parse_pbtxt  # noqa: E402
 
+VALUES = {"a": 1, "b": 2, "c": 3, "d": 4}
 
-def node(name: str, op: str, *inputs: str, device: str = "") -> str:
+
+def node(name: str, op: str, *inputs: str, device: str = "", value: int | None = None) -> str:
     fields = "".join(f' input: "{i}"' for i in inputs)
     where = f' device: "{device}"' if device else ""
     attr = 'attr { key: "T" value { type: DT_INT32 } }'
+    if value is not None:
+        tensor = f"tensor {{ dtype: DT_INT32 int_val: {value} }}"
+        attr += f' attr {{ key: "value" value {{ {tensor} }} }}'
     return f'node {{ name: "{name}" op: "{op}"{fields}{where} {attr} }}\n'
 
 
@@ -41,7 +52,7 @@ def make_run(tmp: Path, lab: str, results: dict[str, Any], files: dict[str, str]
              meta: dict[str, Any] | None = None) -> Path:
     run = tmp / "run"
     (run / "output").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"lab": lab, **(meta or {})}))
+    (run / "run.json").write_text(json.dumps({"lab": lab, "status": "succeeded", **(meta or {})}))
     (run / "output" / "results.json").write_text(json.dumps(results))
     for name, text in (files or {}).items():
         (run / "output" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -56,15 +67,18 @@ def check(lab: str, run: Path) -> tuple[int, list[str]]:
     return proc.returncode, proc.stdout.splitlines()
 
 
-def lab01_graph(output_inputs: tuple[str, str] = ("add1", "mul1")) -> str:
-    return (node("a", "Const") + node("b", "Const") + node("c", "Const") + node("d", "Const")
+def lab01_graph(output_inputs: tuple[str, str] = ("add1", "mul1"), b: int = 2) -> str:
+    values = {**VALUES, "b": b}
+    return ("".join(node(n, "Const", value=v) for n, v in values.items())
             + node("add1", "AddV2", "a", "b") + node("mul1", "Mul", "b", "c")
             + node("add2", "AddV2", "c", "d") + node("output", "AddV2", *output_inputs))
 
 
 def test_pbtxt_reader_follows_edges_and_placement() -> None:
     nodes = graph_nodes(lab01_graph())
-    assert nodes["mul1"] == {"op": "Mul", "device": "", "inputs": ["b", "c"]}
+    assert nodes["mul1"] == {"op": "Mul", "device": "", "inputs": ["b", "c"], "data": ["b", "c"],
+                             "value": None}
+    assert nodes["c"]["value"] == 3
     assert ancestors(nodes, "output") == {"add1", "mul1", "a", "b", "c"}
     ran = executed_on(stats({"a": "ps:0", "add1": "worker:0"}))
     assert ran == {"a": {"/job:ps/replica:0/task:0/device:CPU:0"},
@@ -73,17 +87,30 @@ def test_pbtxt_reader_follows_edges_and_placement() -> None:
                                                                      "z": ["-1.5e-05"]}]}
 
 
-def test_lab01_passes_a_good_run_and_fails_when_add2_feeds_output(tmp_path: Path) -> None:
-    results = {"value": 9, "function_value": 9}
-    good = make_run(tmp_path / "good", "01", results,
-                    {"graph.pbtxt": lab01_graph(), "function_graph.pbtxt": lab01_graph()})
-    assert check("01-dataflow-graph", good)[0] == 0
-    bad = make_run(tmp_path / "bad", "01", results,
-                   {"graph.pbtxt": lab01_graph(("add1", "add2")),
-                    "function_graph.pbtxt": lab01_graph()})
-    code, out = check("01-dataflow-graph", bad)
-    assert code == 1 and out[0].startswith("FAIL: in graph.pbtxt, output does not depend on")
-    assert out[1].startswith("hint: ")
+@pytest.mark.parametrize(("graph", "printed", "reason"), [
+    (lab01_graph(), 9, None),
+    (lab01_graph(("add1", "add2")), 10, "FAIL: the graph in graph.pbtxt computes output = 10, "
+                                        "expected 9"),
+    (lab01_graph(b=5), 9, "FAIL: the graph in graph.pbtxt computes output = 21, expected 9"),
+    (lab01_graph(), 10, "FAIL: the program reported 10, but its graph in graph.pbtxt computes 9"),
+])
+def test_lab01_computes_the_value_from_the_saved_graph(tmp_path: Path, graph: str, printed: int,
+                                                       reason: str | None) -> None:
+    run = make_run(tmp_path, "01", {"value": printed, "function_value": 9},
+                   {"graph.pbtxt": graph, "function_graph.pbtxt": lab01_graph()})
+    code, out = check("01-dataflow-graph", run)
+    if reason is None:
+        assert code == 0 and out[0].startswith("PASS: both saved graphs"), out
+    else:
+        assert code == 1 and out[0] == reason and out[1].startswith("hint: "), out
+
+
+def test_lab01_fails_when_add2_is_on_the_path_even_if_the_value_is_right(tmp_path: Path) -> None:
+    graph = lab01_graph().replace('input: "mul1"', 'input: "mul1" input: "^add2"')
+    run = make_run(tmp_path, "01", {"value": 9, "function_value": 9},
+                   {"graph.pbtxt": graph, "function_graph.pbtxt": lab01_graph()})
+    code, out = check("01-dataflow-graph", run)
+    assert code == 1 and out[0] == "FAIL: in graph.pbtxt, add2 (or d) is on output's path"
 
 
 PINNED = {"a": "ps:0", "b": "ps:0", "c": "ps:0", "d": "ps:0", "add1": "worker:0",
@@ -93,7 +120,10 @@ PINNED = {"a": "ps:0", "b": "ps:0", "c": "ps:0", "d": "ps:0", "add1": "worker:0"
 def lab02_graph() -> str:
     def dev(task: str) -> str:
         return "/job:{}/task:{}".format(*task.split(":"))
-    return "".join(node(n, "Op", device=dev(t)) for n, t in PINNED.items())
+    ops = {"add1": ("AddV2", "a", "b"), "mul1": ("Mul", "b", "c"), "add2": ("AddV2", "c", "d"),
+           "output": ("AddV2", "add1", "mul1")}
+    return "".join(node(n, *ops.get(n, ("Const",)), device=dev(t), value=VALUES.get(n))
+                   for n, t in PINNED.items())
 
 
 @pytest.mark.parametrize(("ran", "reason"), [
@@ -106,8 +136,9 @@ def lab02_graph() -> str:
 ])
 def test_lab02_judges_placement_from_the_trace(tmp_path: Path, ran: dict[str, str],
                                                reason: str | None) -> None:
-    run = make_run(tmp_path, "02", {"value": 9, "ps": 1, "workers": 2},
-                   {"graph.pbtxt": lab02_graph(), "step_stats.pbtxt": stats(ran)})
+    run = make_run(tmp_path, "02", {"value": 9},
+                   {"graph.pbtxt": lab02_graph(), "step_stats.pbtxt": stats(ran)},
+                   meta={"counts": {"ps": 1, "worker": 2}})
     code, out = check("02-local-cluster", run)
     if reason is None:
         assert code == 0 and out[0].startswith("PASS: output = 9"), out
@@ -115,52 +146,153 @@ def test_lab02_judges_placement_from_the_trace(tmp_path: Path, ran: dict[str, st
         assert code == 1 and out[0] == reason, out
 
 
-def test_training_check_fails_below_the_accuracy_threshold(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "07", {"test_accuracy": 0.94, "weight_checksums": [1.0, 1.0]},
-                   meta={"counts": {"worker": 2}})
+
+# --- the training labs: weights from a checkpoint, evaluated by the check ----------------------
+
+def trained_weights() -> dict[str, np.ndarray]:
+    """The labs' MLP trained with numpy (full-batch gradient descent, 0.3 s): 0.97 on digits."""
+    ds = data.load("digits")
+    rng = np.random.default_rng(0)
+    w = {"w1": rng.normal(0, 0.2, (64, 64)), "b1": np.zeros(64),
+         "w2": rng.normal(0, 0.2, (64, 10)), "b2": np.zeros(10)}
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    onehot = np.eye(10, dtype=np.float32)[ds.y_train]
+    for _ in range(300):
+        h = np.maximum(ds.x_train @ w["w1"] + w["b1"], 0)
+        z = h @ w["w2"] + w["b2"]
+        p = np.exp(z - z.max(1, keepdims=True))
+        g = (p / p.sum(1, keepdims=True) - onehot) / len(onehot)
+        gh = g @ w["w2"].T * (h > 0)
+        for name, grad in (("w2", h.T @ g), ("b2", g.sum(0)), ("w1", ds.x_train.T @ gh),
+                           ("b1", gh.sum(0))):
+            w[name] -= 0.5 * grad
+    return w
+
+
+WEIGHTS = trained_weights()
+
+
+def tf2(weights: dict[str, np.ndarray], **counters: int) -> dict[str, np.ndarray]:
+    """Tensors as a TF2 tf.train.Checkpoint of labkit.model.keras_weights names them."""
+    out = {f"weights/{k}/.ATTRIBUTES/VARIABLE_VALUE": v for k, v in weights.items()}
+    out.update({f"{k}/.ATTRIBUTES/VARIABLE_VALUE": np.array(v, np.int64)
+                for k, v in counters.items()})
+    return out
+
+
+def test_weights_trained_here_pass_and_random_weights_fail_lab07(tmp_path: Path) -> None:
+    meta = {"counts": {"worker": 2}, "args": {"steps": 400}}
+    good = make_run(tmp_path / "good", "07", {}, meta=meta)
+    for i in range(2):
+        bundle.write(good / "output" / f"checkpoints/worker-{i}/weights",
+                     tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
+    code, out = check("07-multi-worker-mirrored", good)
+    assert code == 0 and out[0].startswith("PASS: test accuracy 0.97"), out
+    # The copies differ in one weight by one step of Adam: not an all-reduce.
+    off = {**WEIGHTS, "b2": WEIGHTS["b2"] + np.float32(1e-3)}
+    bundle.write(good / "output" / "checkpoints/worker-1/weights",
+                 tf2(off, **{"optimizer/_iterations": 400}))
+    code, out = check("07-multi-worker-mirrored", good)
+    assert code == 1 and out[0] == ("FAIL: worker-1's weights differ from worker-0's (b2; "
+                                    "largest difference 0.001)"), out
+    # Untrained weights: the accuracy is computed here, whatever results.json says.
+    bad = make_run(tmp_path / "bad", "07", {"test_accuracy": 0.99}, meta=meta)
+    rng = np.random.default_rng(1)
+    noise = {k: rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in WEIGHTS.items()}
+    for i in range(2):
+        bundle.write(bad / "output" / f"checkpoints/worker-{i}/weights",
+                     tf2(noise, **{"optimizer/_iterations": 400}))
+    code, out = check("07-multi-worker-mirrored", bad)
+    assert code == 1 and re.fullmatch(r"FAIL: the trained weights \(checkpoints/worker-0/weights"
+                                      r"\) reach a test accuracy of 0\.\d+, below 0\.95", out[0])
+
+
+def test_lab07_needs_one_copy_per_worker_and_every_step(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "07", {}, meta={"counts": {"worker": 3}, "args": {"steps": 400}})
+    bundle.write(run / "output" / "checkpoints/worker-0/weights",
+                 tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
+    bundle.write(run / "output" / "checkpoints/worker-1/weights",
+                 tf2(WEIGHTS, **{"optimizer/_iterations": 350}))
     code, out = check("07-multi-worker-mirrored", run)
-    assert code == 1 and out[0] == "FAIL: test accuracy 0.9400 is below 0.95"
-
-
-def test_lab07_fails_when_the_workers_weights_differ(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "07", {"test_accuracy": 0.97, "weight_checksums": [1.0, 1.5]},
-                   meta={"counts": {"worker": 2}})
+    assert code == 1 and out[0] == ("FAIL: the last checkpoint (weights) is at step 350, the run "
+                                    "asked for 400"), out
+    bundle.write(run / "output" / "checkpoints/worker-1/weights",
+                 tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
     code, out = check("07-multi-worker-mirrored", run)
-    assert code == 1 and out[0] == "FAIL: the workers' weights differ: checksums [1.0, 1.5]"
+    assert code == 1 and out[0] == ("FAIL: worker-2 wrote no copy of its weights "
+                                    "(checkpoints/worker-2/)"), out
 
 
-def test_lab05_fails_on_asynchronous_looking_steps(tmp_path: Path) -> None:
-    tasks = {"tasks/worker-0.json": json.dumps({"local_steps": 250}),
-             "tasks/worker-1.json": json.dumps({"local_steps": 251})}
-    run = make_run(tmp_path, "05", {"test_accuracy": 0.97, "replicas_to_aggregate": 2,
-                                    "global_step": 500}, tasks, meta={"counts": {"worker": 2}})
-    code, out = check("05-between-graph-sync", run)
-    assert code == 1 and "that is asynchronous training" in out[0]
+@pytest.mark.parametrize(("shards", "ps", "reason"), [
+    ({"w1": 1, "b1": 2, "w2": 1, "b2": 2}, 2, None),
+    ({"w1": 1, "b1": 1, "w2": 1, "b2": 1}, 1, None),
+    ({"w1": 0, "b1": 0, "w2": 0, "b2": 0}, 1, "FAIL: w1, b1, w2, b2 were saved by the coordinator "
+                                             "itself (the shard of its save_counter): they live "
+                                             "on the chief, not on a ps"),
+    ({"w1": 1, "b1": 1, "w2": 1, "b2": 1}, 2, "FAIL: the 4 weights are held by 1 task(s); with 2 "
+                                             "ps tasks they should be spread over 2"),
+])
+def test_lab06_reads_placement_from_the_checkpoint_shards(tmp_path: Path, shards: dict[str, int],
+                                                          ps: int, reason: str | None) -> None:
+    run = make_run(tmp_path, "06", {}, meta={"counts": {"ps": ps, "worker": 2},
+                                             "args": {"steps": 600}})
+    tensors = tf2(WEIGHTS, save_counter=12, global_step=600)
+    where = {f"weights/{k}/.ATTRIBUTES/VARIABLE_VALUE": v for k, v in shards.items()}
+    where["global_step/.ATTRIBUTES/VARIABLE_VALUE"] = 1
+    bundle.write(run / "output" / "checkpoints" / "ckpt-600", tensors, where)
+    code, out = check("06-parameter-server-strategy", run)
+    if reason is None:
+        assert code == 0 and out[0].startswith("PASS: test accuracy 0.97"), out
+        assert "the workers ran 600 steps (global_step in the checkpoint)" in out[0]
+    else:
+        assert code == 1 and out[0] == reason, out
 
 
-def test_lab05_fails_when_replicas_do_not_match_the_workers(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "05", {"test_accuracy": 0.97, "replicas_to_aggregate": 2,
-                                    "global_step": 500}, meta={"counts": {"worker": 3}})
-    code, out = check("05-between-graph-sync", run)
-    assert code == 1 and out[0] == "FAIL: replicas_to_aggregate is 2, the run has 3 workers"
+TRAINING = ["03-in-graph-replication", "04-between-graph-async", "05-between-graph-sync",
+            "06-parameter-server-strategy", "07-multi-worker-mirrored"]
+CLAIMS = {"test_accuracy": 0.99, "global_step": 600, "variables": {"w1": "/job:ps/task:0"},
+          "weight_checksums": [1.0, 1.0], "replicas_to_aggregate": 2, "towers": 2}
 
 
-def test_lab04_fails_when_a_ps_holds_no_variables(tmp_path: Path) -> None:
-    updates = [f"Adam/update_{v}/ResourceApplyAdam" for v in ("w1", "b1", "w2", "b2")]
-    files = {"checkpoints/graph.pbtxt": "".join(node(u, "ResourceApplyAdam") for u in updates),
-             "step_stats.pbtxt": stats(dict.fromkeys(updates, "ps:0")),
-             "tasks/worker-0.json": json.dumps({"local_steps": 500}),
-             "tasks/worker-1.json": json.dumps({"local_steps": 500})}
-    run = make_run(tmp_path, "04", {"test_accuracy": 0.97}, files,
-                   meta={"counts": {"ps": 2, "worker": 2}})
+@pytest.mark.parametrize("lab", TRAINING)
+def test_a_hand_written_results_json_passes_no_check(tmp_path: Path, lab: str) -> None:
+    run = make_run(tmp_path, lab, CLAIMS, {"tasks/worker-0.json": '{"local_steps": 300}',
+                                           "tasks/worker-1.json": '{"local_steps": 300}'},
+                   meta={"counts": {"ps": 1, "worker": 2}, "args": {"steps": 600}})
+    code, out = check(lab, run)
+    assert code == 1, out
+    assert out[0] in ("FAIL: no checkpoint in checkpoints/",
+                      "FAIL: worker-0 wrote no copy of its weights (checkpoints/worker-0/)"), out
+
+
+def test_a_checkpoint_cut_short_is_refused_with_a_reason(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "04", {}, meta={"counts": {"ps": 1, "worker": 2},
+                                             "args": {"steps": 600}})
+    prefix = run / "output" / "checkpoints" / "model.ckpt-600"
+    bundle.write(prefix, {**WEIGHTS, "global_step": np.array(600, np.int64)})
+    data_file = Path(f"{prefix}.data-00000-of-00001")
+    data_file.write_bytes(data_file.read_bytes()[:100])
     code, out = check("04-between-graph-async", run)
-    assert code == 1 and out[0] == ("FAIL: Adam updates ran on {'ps:0': 4}; ps tasks without "
-                                    "any: ps:1")
+    assert code == 1 and out[0].startswith("FAIL: cannot read the checkpoint: w1: 0 bytes in "
+                                           "model.ckpt-600.data-00000-of-00001, the index says "
+                                           "16384 for shape [64, 64]"), out
+    Path(f"{prefix}.index").write_bytes(b"not a table")
+    assert "is not a TensorFlow table" in check("04-between-graph-async", run)[1][0]
 
 
-def test_check_without_results_fails_and_without_a_run_is_unusable(tmp_path: Path) -> None:
-    run = make_run(tmp_path, "04", {})
-    (run / "output" / "results.json").unlink()
-    code, out = check("04-between-graph-async", run)
-    assert code == 1 and out[0] == "FAIL: results.json is missing from the run's output"
+@pytest.mark.parametrize(("status", "code", "line"), [
+    ("failed", 1, "FAIL: the run failed: worker:1 exited 1"),
+    ("running", 1, "FAIL: the run has not finished (status running)"),
+    ("stopped", 1, "FAIL: the run stopped: worker:1 exited 1"),
+    ("skipped", 3, "SKIP: worker:1 exited 1"),
+])
+def test_a_run_that_did_not_succeed_is_refused_before_its_output_is_read(
+        tmp_path: Path, status: str, code: int, line: str) -> None:
+    run = make_run(tmp_path, "04", CLAIMS, meta={"status": status,
+                                                 "reason": "worker:1 exited 1"})
+    assert check("04-between-graph-async", run)[:2] == (code, [line] + (
+        [] if code == 3 else check("04-between-graph-async", run)[1][1:]))
+
+
+def test_check_without_a_run_is_unusable(tmp_path: Path) -> None:
     assert check("04-between-graph-async", tmp_path / "nowhere")[0] == 2

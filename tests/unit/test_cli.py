@@ -114,7 +114,7 @@ def test_list_does_not_import_tensorflow() -> None:
     assert proc.stdout.strip().endswith("False")
 
 
-@pytest.mark.parametrize(("status", "code"), [("succeeded", 0), ("skipped", 0),
+@pytest.mark.parametrize(("status", "code"), [("succeeded", 0), ("skipped", 3),
                                               ("failed", 1), ("interrupted", 130)])
 def test_report_exit_codes(tmp_path: Path, capsys, status: str, code: int) -> None:
     from labctl import rundir

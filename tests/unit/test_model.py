@@ -188,3 +188,8 @@ def test_check_output_parsing() -> None:
     assert not unusable.passed and unusable.message.startswith("FAIL: the check printed no")
     assert "not a run directory" in unusable.message
     assert not parse_output("PASS: but crashed", 1).passed
+    skipped = parse_output("SKIP: no GPU\n", 3)
+    assert (skipped.word, skipped.passed, skipped.message) == ("SKIP", False, "SKIP: no GPU")
+    # A verdict whose exit code disagrees is a failure, whatever it says.
+    assert parse_output("SKIP: no GPU", 0).message == "FAIL: the check said SKIP but exited 0"
+    assert parse_output("PASS: fine", 3).word == "FAIL"
