@@ -48,6 +48,19 @@ def test_killed_ps_in_async_training_recovers(tmp_path: Path) -> None:
     assert meta["global_step"] >= 1000
 
 
+def test_killed_ps_in_tf2_training_restarts_the_coordinator_from_its_checkpoint(
+        tmp_path: Path) -> None:
+    proc = labctl(tmp_path, "run", "06", "--kill", "ps:0@300", "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    assert "chief:0  | /job:ps/replica:0/task:0 is unreachable: exiting" in proc.stdout
+    restored = [int(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines()
+                if "restored the checkpoint of step" in line]
+    assert len(restored) == 1 and 300 <= restored[0] < 600, proc.stdout[-3000:]
+    assert "PASS: " in proc.stdout
+    meta = latest(tmp_path, "06-")
+    assert task(meta, "ps:0")["restarts"] == 1 and task(meta, "chief:0")["restarts"] == 1
+
+
 def test_killed_worker_in_sync_training_is_restarted(tmp_path: Path) -> None:
     proc = labctl(tmp_path, "run", "05", "--kill", "worker:1@200")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
