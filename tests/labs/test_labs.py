@@ -1,5 +1,5 @@
-"""Labs 01-07 end to end: real TensorFlow processes over real gRPC, run by `labctl run NN --check`
-exactly as an attendee runs them, and the lab programs' own handling of bad input.
+"""Labs 01-07 beyond their READMEs (which test_readme_commands.py follows end to end): more
+tasks, offline MNIST, the bench, and the lab programs' own handling of bad input.
 
 One TF cluster at a time (a 2-core machine); each run's state lives under tmp_path, and no
 process of it may outlive the run.
@@ -27,24 +27,6 @@ LAB_DIRS = sorted(p.name for p in LABS.glob("0[1-7]-*"))
 def latest(state: Path, lab: str) -> tuple[dict[str, Any], Path]:
     (run,) = (state / "runs").glob(f"{lab}*/latest")
     return json.loads((run / "run.json").read_text()), run.resolve()
-
-
-@pytest.mark.labs
-@pytest.mark.slow
-@pytest.mark.parametrize("lab", [d[:2] for d in LAB_DIRS])
-def test_lab_runs_and_its_check_passes(tmp_path: Path, lab: str) -> None:
-    proc = labctl(tmp_path, "run", lab, "--check")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "\nPASS: " in "\n" + proc.stdout, proc.stdout[-2000:]
-    meta, run = latest(tmp_path, lab)
-    assert meta["status"] == "succeeded"
-    assert all(t["restarts"] == 0 for t in meta["tasks"]), meta["tasks"]
-    assert all(t["exit_code"] == 0 for t in meta["tasks"] if meta["shutdown"] == "done-queue")
-    results = json.loads((run / "output" / "results.json").read_text())
-    if "test_accuracy" in results:  # the training labs: the contract's keys are all there
-        for key in ("lab", "dataset", "global_step", "wall_time_s", "startup_s", "steps_per_sec"):
-            assert key in results, key
-        assert 0 < results["startup_s"] < results["wall_time_s"]
 
 
 @pytest.mark.labs
