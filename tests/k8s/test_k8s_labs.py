@@ -107,6 +107,11 @@ def test_lab10_check_refuses_a_run_that_saw_no_gpu(tmp_path: Path,
 
     with pytest.raises(check.checks.Failed, match="TensorFlow saw no GPU inside the pod"):
         check.check(Run(run))
+    # The same artifacts from a run on this machine: not the lab, whatever they hold.
+    (run / "run.json").write_text(json.dumps({"lab": lab.name, "target": "local",
+                                              "status": "succeeded"}))
+    with pytest.raises(check.checks.Failed, match="this run used the local target"):
+        check.check(Run(run))
     # A skipped run is SKIP, exit 3: never PASS, whatever its output holds.
     skipped = run_dir(tmp_path / "skipped", {"lab": lab.name, "target": "k8s",
                                              "status": "skipped", "reason": "no GPU"})

@@ -9,7 +9,10 @@ test loudly instead of silently testing nothing. Real TensorFlow over real gRPC.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,47 @@ def test_a_correct_variant_passes(tmp_path: Path, name: str) -> None:
     lab, edits, options = VARIANTS[name]
     code, lines, output = verdict(tmp_path, lab, edits, options)
     assert code == 0 and lines[:1] and lines[0].startswith("PASS: "), output
+
+
+# --- lab 09: lab 04's program on the cluster. The Jobs cannot run here; the artifacts can. ------
+LAB09 = REPO / "labs" / "09-distributed-training-on-kubernetes"
+REPLACED = ("----- labctl: pod async-worker-1-b7x2q replaces async-worker-1-k4m9z (the Job "
+            "restarted worker:1) -----\nPROGRESS step=520 loss=0.0311\n")
+
+
+def as_cluster_run(run: Path, dest: Path, *, log: str, ps_status: str = "succeeded") -> Path:
+    """A real local run of lab 04, recorded the way a k8s run of lab 09 is."""
+    shutil.copytree(run, dest, symlinks=True)
+    meta = json.loads((dest / "run.json").read_text())
+    for task in meta["tasks"]:
+        task["status"] = ps_status if task["type"] == "ps" else "succeeded"
+    meta.update(lab=LAB09.name, target="k8s", namespace="tf-09-test", kubeconfig=None)
+    (dest / "run.json").write_text(json.dumps(meta))
+    (dest / "logs" / "worker-1.log").write_text(log)
+    return dest
+
+
+def check09(run: Path, home: Path) -> list[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(REPO / "labs")}
+    proc = subprocess.run([sys.executable, str(LAB09 / "check.py"), str(run)], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    return [f"exit {proc.returncode}", *proc.stdout.splitlines(), *proc.stderr.splitlines()[-3:]]
+
+
+def test_lab09_check_on_real_training_artifacts(tmp_path: Path) -> None:
+    assert labctl(tmp_path / "state", "run", "04").returncode == 0
+    assert labctl(tmp_path / "state", "run", "04", "--steps", "20").returncode == 0
+    full, short = sorted((tmp_path / "state" / "runs" / "04-between-graph-async").glob("2*"))
+    good = check09(as_cluster_run(full, tmp_path / "good", log=REPLACED), tmp_path)
+    assert good[:2] == ["exit 0", good[1]] and good[1].startswith(
+        "PASS: Kubernetes Jobs succeeded; test accuracy "), good
+    # Mistakes: no pod was replaced; the ps never ended; trained too short.
+    for dest, kwargs, reason in [
+            ("unkilled", {"log": "PROGRESS step=520\n"}, "FAIL: no worker pod was replaced"),
+            ("ps-left", {"log": REPLACED, "ps_status": "running"},
+             "FAIL: parameter server(s) still running: ps:0"),
+    ]:
+        out = check09(as_cluster_run(full, tmp_path / dest, **kwargs), tmp_path)
+        assert out[0] == "exit 1" and out[1].startswith(reason), out
+    out = check09(as_cluster_run(short, tmp_path / "short", log=REPLACED), tmp_path)
+    assert out[0] == "exit 1" and out[1].startswith("FAIL: the trained weights"), out
