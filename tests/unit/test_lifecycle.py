@@ -227,6 +227,12 @@ def test_run_all_runs_every_local_lab_and_sums_up(labctl) -> None:
                     env={"FAKE_FAIL_ALWAYS": "worker:0"})
     assert failed.returncode == 1
     assert "1/3 labs passed" in failed.stdout and "failed: 02-fake, 05-queue" in failed.stdout
+    # A skipped lab is neither passed nor failed: the summary says so and the exit code is 3.
+    skipped = labctl("run", "all", "--check", "-q", env={"FAKE_CHECK_SKIP": "no GPU here"})
+    assert skipped.returncode == 3, skipped.stderr
+    assert "01-single                        succeeded  SKIP" in skipped.stdout
+    assert "2/3 labs passed in" in skipped.stdout and "; skipped: 01-single" in skipped.stdout
+    assert "SKIP" in labctl("list").stdout.split("01-single", 1)[1].splitlines()[0]
 
 
 @pytest.mark.slow
