@@ -7,9 +7,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from labctl import taskenv
 from labctl.errors import UsageError
 from labctl.labs import Lab
-from labctl.local import task_env
 from labctl.rundir import RunDir, iso
 
 EXIT_SKIP = 3  # a check's, and labctl's, exit code for a skipped run: not a pass, not a failure
@@ -58,7 +58,7 @@ def run_check(lab: Lab, run: RunDir) -> Verdict:
         return verdict
     proc = subprocess.run(
         [sys.executable, str(lab.path / "check.py"), str(run.path)],
-        env=task_env({}),
+        env=taskenv.local({}),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

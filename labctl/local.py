@@ -25,10 +25,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labctl import procs, rundir, supervise
+from labctl import procs, rundir, supervise, taskenv
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome
-from labctl.labs import labs_dir
 from labctl.ports import free_ports
 from labctl.procs import RUN_ENV
 from labctl.rundir import RunDir
@@ -167,22 +166,6 @@ class LocalBackend:
             handle.poll()  # reaps the group's leftovers
 
 
-def task_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every local task: labs/ importable, unbuffered output, quiet TF."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(labs_dir()), env.get("PYTHONPATH", "")) if p
-    )
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO/WARNING noise hides the lab's output
-    # gRPC honours https_proxy: with a proxy set, loopback peers would hang silently. Any program
-    # (a lab or a `labctl launch` script) reaches its peers on 127.0.0.1 directly.
-    bypass = [h for h in env.get("no_grpc_proxy", "").split(",") if h]
-    env["no_grpc_proxy"] = ",".join(dict.fromkeys([*bypass, "127.0.0.1", "localhost"]))
-    env.update(extra)
-    return env
-
-
 def execute(
     group: str,
     spec: JobSpec,
@@ -202,7 +185,9 @@ def execute(
 
     def env(task: TaskSpec) -> dict[str, str]:
         marked = {RUN_ENV: str(run.path)}
-        return task_env(marked | ({"TF_CONFIG": tf_config(cluster, task)} if task in ports else {}))
+        if task in ports:
+            marked["TF_CONFIG"] = tf_config(cluster, task)
+        return taskenv.local(marked)
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
     record = {**meta, "target": "local", "cluster": cluster}

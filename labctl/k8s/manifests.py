@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl import taskenv
 from labctl.errors import UsageError
 from labctl.labs import Lab, LabError, labs_dir
 from labctl.plan import LabPlan, args_argv
@@ -316,15 +317,8 @@ def container(lab: Lab, plan: LabPlan, names: Names, where: Placement,
               task: TaskSpec, cluster: dict[str, list[str]]) -> Manifest:
     root = labs_dir().resolve()
     program = (lab.path / lab.program).resolve().relative_to(root)
-    env = [
-        {"name": "PYTHONPATH", "value": PROGRAM_MOUNT},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # /lab is read-only
-        {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
-        {"name": "HOME", "value": "/tmp"},  # uid 1000 has no home in the official image
-    ]
-    if task.type != SINGLE:
-        env.insert(0, {"name": "TF_CONFIG", "value": tf_config(cluster, task)})
+    env = taskenv.container(PROGRAM_MOUNT,
+                            None if task.type == SINGLE else tf_config(cluster, task))
     limits = {"cpu": "2", "memory": "2Gi"}
     if settings(lab).gpu:
         limits[GPU_RESOURCE] = "1"

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from labctl import rundir
+from labctl import rundir, taskenv
 from labctl.display import PlainDisplay
 from labctl.job import Controller, JobSpec
-from labctl.local import LocalBackend, task_env
+from labctl.local import LocalBackend
 from labctl.restart import RestartPolicy
 from labctl.tasks import TaskSpec, build_tasks
 
@@ -32,7 +32,7 @@ def control(tmp_path: Path, monkeypatch, **spec_fields) -> tuple[Controller, io.
               "stall_timeout_s": None, "timeout_s": None, **spec_fields}
     run = rundir.create("job")
     backend = LocalBackend(lambda t: [sys.executable, "-c", PROGRAMS[t.type]],
-                           lambda t: task_env({}), run.path)
+                           lambda t: taskenv.local({}), run.path)
     screen = io.StringIO()
     display = PlainDisplay("t", None, quiet=False, stream=screen)
     return Controller(JobSpec(**fields), backend, run, display, lambda snap: None), screen
@@ -60,7 +60,7 @@ def test_launcher_shutdown_stops_the_rest_at_once(tmp_path: Path, monkeypatch) -
 def test_task_env_bypasses_grpc_proxies_for_loopback_peers(monkeypatch) -> None:
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
     monkeypatch.setenv("no_grpc_proxy", "corp.internal")
-    env = task_env({})
+    env = taskenv.local({})
     assert env["no_grpc_proxy"].split(",") == ["corp.internal", "127.0.0.1", "localhost"]
     assert "labs" in env["PYTHONPATH"]
 
