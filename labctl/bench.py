@@ -23,6 +23,7 @@ from typing import Any
 
 from labctl import labs
 from labctl.errors import UsageError
+from labctl.states import RunStatus
 
 TARGET = 0.95
 DEFAULT_LABS = "04,05,06,07"
@@ -67,7 +68,8 @@ def run_lab(lab: labs.Lab, workers: int, state: Path) -> Row:
                           check=False)
     run = state / "runs" / lab.name / "latest"
     meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-    row = Row(lab.name[:2], workers, meta.get("status", "failed"), wall_s=meta.get("wall_time_s"))
+    row = Row(lab.name[:2], workers, meta.get("status", RunStatus.FAILED),
+              wall_s=meta.get("wall_time_s"))
     if proc.returncode != 0:
         print(f"bench: {row.name} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}",
               file=sys.stderr)
@@ -81,7 +83,7 @@ def run_baseline(lab: labs.Lab, out: Path) -> Row:
     proc = subprocess.run([sys.executable, "-m", "labkit.baseline", "--output-dir", str(out),
                            "--steps", str(lab.args["steps"])], env=env, capture_output=True,
                           text=True, check=False)
-    row = Row(lab.name[:2], 0, "succeeded" if proc.returncode == 0 else "failed",
+    row = Row(lab.name[:2], 0, RunStatus.SUCCEEDED if proc.returncode == 0 else RunStatus.FAILED,
               wall_s=round(time.monotonic() - started, 2))
     return from_results(row, json.loads((out / "results.json").read_text())) if (
         proc.returncode == 0) else row
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     chart(rows, args.out / "bench.png")
     print(f"bench: wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
-    return 0 if all(r.status == "succeeded" for r in rows) else 1
+    return 0 if all(r.status == RunStatus.SUCCEEDED for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from labctl import taskenv
 from labctl.errors import UsageError
 from labctl.labs import Lab
 from labctl.rundir import RunDir, iso
+from labctl.states import Word
 
 EXIT_SKIP = 3  # a check's, and labctl's, exit code for a skipped run: not a pass, not a failure
-VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "SKIP": EXIT_SKIP}
+VERDICT_EXIT = {Word.PASS: 0, Word.FAIL: 1, Word.SKIP: EXIT_SKIP}
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,23 @@ class Verdict:
     skipped: bool = False
 
     @property
-    def word(self) -> str:
-        return "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
+    def word(self) -> Word:
+        return Word.SKIP if self.skipped else Word.PASS if self.passed else Word.FAIL
 
 
 def parse_output(output: str, exit_code: int) -> Verdict:
     """The check contract: `PASS: ...`, `FAIL: ...` + `hint: ...` or `SKIP: ...`; exit 0, 1 or 3
     (2: the run directory is unusable). A verdict whose exit code disagrees is a FAIL."""
     lines = [line.strip() for line in output.splitlines()]
-    verdict = next((ln for ln in lines if ln[:5] in ("PASS:", "FAIL:", "SKIP:")), "")
+    verdict = next((ln for ln in lines if ln[:5] in {f"{w}:" for w in Word}), "")
     hint = next((ln.removeprefix("hint:").strip() for ln in lines if ln.startswith("hint:")), "")
-    said = verdict[:4]
+    said = Word(verdict[:4]) if verdict else Word.FAIL
     if not verdict:
         tail = " / ".join(ln for ln in lines[-3:] if ln) or "no output"
         verdict = f"FAIL: the check printed no verdict (exit {exit_code}): {tail}"
-    elif said != "FAIL" and VERDICT_EXIT[said] != exit_code:
-        verdict, said = f"FAIL: the check said {said} but exited {exit_code}", "FAIL"
-    return Verdict(said == "PASS", verdict, hint, exit_code, skipped=said == "SKIP")
+    elif said != Word.FAIL and VERDICT_EXIT[said] != exit_code:
+        verdict, said = f"FAIL: the check said {said} but exited {exit_code}", Word.FAIL
+    return Verdict(said == Word.PASS, verdict, hint, exit_code, skipped=said == Word.SKIP)
 
 
 def run_check(lab: Lab, run: RunDir) -> Verdict:

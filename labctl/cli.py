@@ -18,6 +18,7 @@ from labctl.job import JobSpec, Outcome
 from labctl.k8s import targets
 from labctl.local import execute
 from labctl.restart import RestartPolicy
+from labctl.states import LabKind, RunStatus, Shutdown, Target
 from labctl.tasks import TaskSpec, build_tasks, parse_task
 
 LAUNCH = "launch"  # the run group of `labctl launch`
@@ -92,7 +93,7 @@ def build_parser() -> Parser:
     p.add_argument("lab", metavar="LAB", help="lab number or name (04, 4, 04-...), or `all`")
     _lab_options(p)
     p.add_argument("--check", action="store_true", help="run the lab's check after the run")
-    p.add_argument("--target", choices=("local", "docker", "k8s"), default="local",
+    p.add_argument("--target", choices=tuple(Target), default=Target.LOCAL,
                    help="where the tasks run (default local)")
     targets.add_options(p)
     _job_options(p, DEFAULT_STALL_S)
@@ -191,9 +192,9 @@ def last_result(group: str) -> str:
     meta, check = run.read(), run.read("check.json")
     status = meta.get("status", "?")
     when = str(meta.get("finished") or meta.get("started") or "")[:16].replace("T", " ")
-    if status == "running" and not rundir.is_active(run):
+    if status == RunStatus.RUNNING and not rundir.is_active(run):
         status = "aborted"
-    if check and status in ("succeeded", "skipped"):
+    if check and status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED):
         status = "SKIP" if check.get("skipped") else "PASS" if check.get("passed") else "FAIL"
     return f"{status} {when}".strip()
 
@@ -216,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, float]:
     """Run one lab; (exit code, run status, check verdict, wall time)."""
-    if lab.kind == "cluster" and args.target == "local":
+    if lab.kind == LabKind.CLUSTER and args.target == Target.LOCAL:
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
     if args.check and not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py: run it without --check")
@@ -253,13 +254,13 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
     def command(_task: TaskSpec, run: rundir.RunDir) -> list[str]:
         return [*program, "--output-dir", str(run.output), *plan.args_argv(lab_plan.args)]
 
-    if args.target == "local":
+    if args.target == Target.LOCAL:
         run, outcome = execute(lab.name, spec, meta, command, None, args.quiet)
     else:
         run, outcome = targets.run(args.target, lab, lab_plan, spec, meta, args)
     code = report(run, outcome)
     verdict = "-"
-    if args.check and (code == 0 or outcome.status == "skipped"):
+    if args.check and (code == 0 or outcome.status == RunStatus.SKIPPED):
         verdict, code = _check_and_print(lab, run)
     return code, outcome.status, verdict, outcome.wall_time_s
 
@@ -271,11 +272,11 @@ def shown(path: Path) -> str:
 
 def report(run: rundir.RunDir, outcome: Outcome) -> int:
     where = shown(run.path)
-    if outcome.status == "succeeded":
+    if outcome.status == RunStatus.SUCCEEDED:
         step = f", global step {outcome.global_step}" if outcome.global_step else ""
         print(f"labctl: succeeded in {outcome.wall_time_s:.1f} s{step}; run dir {where}")
         return 0
-    if outcome.status == "skipped":
+    if outcome.status == RunStatus.SKIPPED:
         # e.g. lab 10 on a cluster without GPU capacity: nothing failed, and nothing passed.
         print(f"labctl: skipped: {outcome.reason}")
         return EXIT_SKIP
@@ -285,7 +286,7 @@ def report(run: rundir.RunDir, outcome: Outcome) -> int:
         for line in outcome.tail:
             print(f"    {line}", file=sys.stderr)
     print(f"labctl: logs in {where}/logs", file=sys.stderr)
-    return 130 if outcome.status == "interrupted" else 1
+    return 130 if outcome.status == RunStatus.INTERRUPTED else 1
 
 
 def _check_and_print(lab: labs.Lab, run: rundir.RunDir) -> tuple[str, int]:
@@ -302,10 +303,10 @@ def run_all(args: argparse.Namespace) -> int:
             raise UsageError(f"--{flag} applies to one lab, not to `run all`")
     if args.kill:
         raise UsageError("--kill applies to one lab, not to `run all`")
-    if args.target != "local":
+    if args.target != Target.LOCAL:
         raise UsageError("`run all` runs the local labs; run cluster labs one by one")
     selected = [labs.load_lab(p) for p in labs.lab_dirs()]
-    selected = [lab for lab in selected if lab.kind == "local"]
+    selected = [lab for lab in selected if lab.kind == LabKind.LOCAL]
     if not selected:
         raise UsageError(f"no local labs found in {labs.labs_dir()}")
     started = time.monotonic()
@@ -332,7 +333,7 @@ def run_all(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
-    target = " --target k8s" if lab.kind == "cluster" else ""
+    target = " --target k8s" if lab.kind == LabKind.CLUSTER else ""
     run = rundir.find(lab.name, args.run, start=f"labctl run {lab.name[:2]}{target}")
     if rundir.is_active(run):
         raise UsageError(f"run {run.run_id} of {lab.name} is still running: check it when done")
@@ -425,7 +426,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         title=Path(command[1] if len(command) > 1 else command[0]).name,
         tasks=tasks,
         success=TaskSpec("chief", 0) if args.chief else TaskSpec("worker", 0),
-        shutdown="launcher",
+        shutdown=Shutdown.LAUNCHER,
         policy=RestartPolicy(max_restarts=args.max_restarts),
         stall_timeout_s=args.stall_timeout,
         timeout_s=args.timeout,

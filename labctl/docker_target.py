@@ -26,6 +26,7 @@ from labctl.labs import Lab
 from labctl.local import LocalBackend, ProcessHandle
 from labctl.plan import LabPlan
 from labctl.rundir import RunDir
+from labctl.states import Target
 from labctl.supervise import execute
 from labctl.tasks import SINGLE, TaskSpec, parse_task
 
@@ -246,6 +247,6 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: boo
     except BaseException:
         remove(run_dir.run_id)
         raise
-    record = {**meta, "target": "docker", "namespace": where.namespace, **facts,
+    record = {**meta, "target": Target.DOCKER, "namespace": where.namespace, **facts,
               "cluster": m.cluster(lab, plan, where)}
     return run_dir, execute(run_dir, spec, record, backend, quiet)

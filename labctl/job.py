@@ -20,6 +20,7 @@ from labctl.faults import KillSpec
 from labctl.progress import StepTracker, parse_progress
 from labctl.restart import RestartPolicy
 from labctl.rundir import RunDir
+from labctl.states import RunStatus, Shutdown, TaskStatus
 from labctl.tasks import TaskSpec
 
 STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL after this long
@@ -52,7 +53,7 @@ class JobSpec:
     title: str
     tasks: list[TaskSpec]
     success: TaskSpec
-    shutdown: str  # "launcher": stop the rest once success is reached; "done-queue": they end
+    shutdown: Shutdown
     policy: RestartPolicy
     stall_timeout_s: float | None  # fail when the global step stops advancing this long
     timeout_s: float | None  # fail when the whole job takes longer
@@ -66,7 +67,7 @@ class JobSpec:
 @dataclass
 class TaskState:
     spec: TaskSpec
-    status: str = "pending"  # running, backoff, succeeded, failed, stopped
+    status: TaskStatus = TaskStatus.PENDING
     handle: Handle | None = None
     restarts: int = 0
     exit_code: int | None = None
@@ -92,7 +93,7 @@ class JobFailed(Exception):
 
 @dataclass
 class Outcome:
-    status: str  # succeeded, failed, interrupted; skipped (a cluster target without the hardware)
+    status: RunStatus
     reason: str
     failed_task: str | None
     tail: list[str]
@@ -150,29 +151,29 @@ class Controller:
     # --- task lifecycle -----------------------------------------------------------------------
     def _start(self, state: TaskState) -> None:
         state.handle = self.backend.start(state.spec, self.lines)
-        state.status = "running"
+        state.status = TaskStatus.RUNNING
         self.last_start = time.monotonic()
 
     def _on_exit(self, state: TaskState, code: int) -> None:
         state.exit_code, state.handle = code, None
         how = restart.describe_exit(code)
         if self.succeeded_at is not None and (
-            self.spec.shutdown == "launcher" or self.stop_sent_at is not None
+            self.spec.shutdown == Shutdown.LAUNCHER or self.stop_sent_at is not None
         ):  # being stopped by the launcher
-            state.status = "succeeded" if code == 0 else "stopped"
+            state.status = TaskStatus.SUCCEEDED if code == 0 else TaskStatus.STOPPED
             return
         if code == 0:
-            state.status = "succeeded"
+            state.status = TaskStatus.SUCCEEDED
             if state.spec == self.spec.success:
                 self.succeeded_at = time.monotonic()
                 self._note(None, f"{state.spec.name} succeeded: the job is done")
             return
         if code == restart.EXIT_CONFIG_ERROR and self.succeeded_at is None:
-            state.status = "failed"
+            state.status = TaskStatus.FAILED
             raise JobFailed(f"{state.spec.name} exited 2 (configuration error)", state)
         decision = restart.decide(self.spec.policy, code, state.restarts)
         if decision.restart:
-            state.status = "backoff"
+            state.status = TaskStatus.BACKOFF
             state.restart_at = time.monotonic() + decision.delay_s
             self.events["restarts"].append(
                 {"task": state.spec.name, "exit_code": code, "attempt": state.restarts + 1,
@@ -182,7 +183,7 @@ class Controller:
                                    f"{decision.delay_s:g} s")
             self.on_change(self.snapshot())
             return
-        state.status = "failed"
+        state.status = TaskStatus.FAILED
         if state.spec == self.spec.success:
             raise JobFailed(f"{state.spec.name} {how} ({decision.reason})", state)
         self._note(state.spec, f"{state.spec.name} {how} ({decision.reason}); the job goes on "
@@ -191,7 +192,7 @@ class Controller:
 
     def _restart_due(self, now: float) -> None:
         for state in self.states.values():
-            if state.status == "backoff" and now >= state.restart_at:
+            if state.status == TaskStatus.BACKOFF and now >= state.restart_at:
                 state.restarts += 1
                 self._note(state.spec, f"restarting {state.spec.name} (restart {state.restarts})")
                 self._start(state)
@@ -199,7 +200,7 @@ class Controller:
     def _inject_faults(self) -> None:
         for kill in faults.due(self.pending_kills, self.tracker.global_step):
             state = self.states[kill.task]
-            if state.status != "running" or state.handle is None:
+            if state.status != TaskStatus.RUNNING or state.handle is None:
                 continue  # between attempts: kill it once it runs again
             self.pending_kills.remove(kill)
             self._note(kill.task, f"--kill {kill}: killing {kill.task.name} at global step "
@@ -222,11 +223,12 @@ class Controller:
             else:
                 what = f"global step stuck at {self.tracker.global_step} for {timeout:g} s"
             # show the output of a task that died, else of one that said something
-            shown = sorted(silent, key=lambda s: (s.status == "running", not s.tail))
+            shown = sorted(silent, key=lambda s: (s.status == TaskStatus.RUNNING, not s.tail))
             raise JobFailed(f"stalled: {what}; not reporting: {names}",
                             shown[0] if shown else None)
         if self.spec.timeout_s and now - self.started >= self.spec.timeout_s:
-            running = ", ".join(s.spec.name for s in self.states.values() if s.status == "running")
+            running = ", ".join(s.spec.name for s in self.states.values()
+                                if s.status == TaskStatus.RUNNING)
             raise JobFailed(f"timed out after {self.spec.timeout_s:g} s; still running: {running}")
 
     def _after_success(self, now: float) -> None:
@@ -234,15 +236,15 @@ class Controller:
         themselves ("done-queue": they may still restart and finish); SIGKILL what ignores
         SIGTERM."""
         assert self.succeeded_at is not None
-        done_queue = self.spec.shutdown == "done-queue"
+        done_queue = self.spec.shutdown == Shutdown.DONE_QUEUE
         if done_queue and self.stop_sent_at is None:
             self._restart_due(now)
             if now - max(self.succeeded_at, self.last_start) < self.spec.after_success_grace_s:
                 return
         for state in self.states.values():
-            if state.status == "backoff":
-                state.status = "stopped"
-        running = [s for s in self.states.values() if s.status == "running" and s.handle]
+            if state.status == TaskStatus.BACKOFF:
+                state.status = TaskStatus.STOPPED
+        running = [s for s in self.states.values() if s.status == TaskStatus.RUNNING and s.handle]
         if not running:
             return
         if self.stop_sent_at is not None:
@@ -262,7 +264,7 @@ class Controller:
 
     def _finished(self) -> bool:
         return self.succeeded_at is not None and all(
-            s.status not in ("running", "backoff") for s in self.states.values()
+            s.status not in (TaskStatus.RUNNING, TaskStatus.BACKOFF) for s in self.states.values()
         )
 
     # --- main loop ----------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class Controller:
         follows its exit), then act on the exits."""
         exits = []
         for state in self.states.values():
-            if state.status == "running" and state.handle is not None:
+            if state.status == TaskStatus.RUNNING and state.handle is not None:
                 code = state.handle.poll()
                 if code is not None:
                     exits.append((state, code))
@@ -311,11 +313,11 @@ class Controller:
                     self._watchdog(now)
                 else:
                     self._after_success(now)
-            return self._outcome("succeeded", "")
+            return self._outcome(RunStatus.SUCCEEDED, "")
         except JobFailed as failed:
-            return self._outcome("failed", str(failed), failed.task)
+            return self._outcome(RunStatus.FAILED, str(failed), failed.task)
         except KeyboardInterrupt:
-            return self._outcome("interrupted", "interrupted (Ctrl-C or SIGTERM)")
+            return self._outcome(RunStatus.INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)")
         finally:
             self._stop_all()
 
@@ -325,9 +327,9 @@ class Controller:
         for state in self.states.values():
             if state.handle is not None:
                 state.exit_code = state.handle.poll()
-                state.status, state.handle = "stopped", None
-            elif state.status in ("backoff", "pending"):
-                state.status = "stopped"
+                state.status, state.handle = TaskStatus.STOPPED, None
+            elif state.status in (TaskStatus.BACKOFF, TaskStatus.PENDING):
+                state.status = TaskStatus.STOPPED
         try:  # the last lines of stopped tasks
             while True:
                 task, text = self.lines.get_nowait()
@@ -338,7 +340,7 @@ class Controller:
             log.close()
         self.display.close()
 
-    def _outcome(self, status: str, reason: str, task: TaskState | None = None) -> Outcome:
+    def _outcome(self, status: RunStatus, reason: str, task: TaskState | None = None) -> Outcome:
         return Outcome(
             status=status,
             reason=reason,

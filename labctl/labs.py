@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import UsageError
+from labctl.states import LabKind, Shutdown
 from labctl.tasks import SINGLE, TASK_TYPES, TaskSpec, parse_task
 
 REPO = Path(__file__).resolve().parent.parent
-KINDS = ("local", "cluster")
-SHUTDOWNS = ("done-queue", "launcher")
 _DIR = re.compile(r"^(\d\d)-[a-z0-9][a-z0-9-]*$")
 ArgValue = str | int | float | bool
 
@@ -43,11 +42,11 @@ class Lab:
     name: str  # the directory name, e.g. 04-between-graph-async
     path: Path
     title: str
-    kind: str
+    kind: LabKind
     program: str
     summary: str = ""
     success: str = SINGLE
-    shutdown: str = "launcher"
+    shutdown: Shutdown = Shutdown.LAUNCHER
     progress: bool = True
     tasks: dict[str, Count] = field(default_factory=dict)
     args: dict[str, ArgValue] = field(default_factory=dict)
@@ -92,11 +91,11 @@ def load_lab(path: Path) -> Lab:
     if unknown:
         raise LabError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     kind = _require(data, "kind", str, where)
-    if kind not in KINDS:
-        raise LabError(f"{where}: kind must be one of {', '.join(KINDS)}")
-    shutdown = data.get("shutdown", "launcher")
-    if shutdown not in SHUTDOWNS:
-        raise LabError(f"{where}: shutdown must be one of {', '.join(SHUTDOWNS)}")
+    if kind not in tuple(LabKind):
+        raise LabError(f"{where}: kind must be one of {', '.join(LabKind)}")
+    shutdown = data.get("shutdown", Shutdown.LAUNCHER)
+    if shutdown not in tuple(Shutdown):
+        raise LabError(f"{where}: shutdown must be one of {', '.join(Shutdown)}")
     tasks_table = data.get("tasks", {})
     if not isinstance(tasks_table, dict):
         raise LabError(f"{where}: [tasks] must be a table")
@@ -116,11 +115,11 @@ def load_lab(path: Path) -> Lab:
         name=path.name,
         path=path,
         title=_require(data, "title", str, where),
-        kind=kind,
+        kind=LabKind(kind),
         program=_require(data, "program", str, where),
         summary=data.get("summary", ""),
         success=data.get("success", SINGLE),
-        shutdown=shutdown,
+        shutdown=Shutdown(shutdown),
         progress=data.get("progress", True) is True,
         tasks=tasks,
         args=args,

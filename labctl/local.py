@@ -31,6 +31,7 @@ from labctl.job import JobSpec, Lines, Outcome
 from labctl.ports import free_ports
 from labctl.procs import RUN_ENV
 from labctl.rundir import RunDir
+from labctl.states import Target
 from labctl.tasks import SINGLE, TaskSpec
 from labctl.tfconfig import cluster_spec, tf_config
 
@@ -190,7 +191,7 @@ def execute(
         return taskenv.local(marked)
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
-    record = {**meta, "target": "local", "cluster": cluster}
+    record = {**meta, "target": Target.LOCAL, "cluster": cluster}
     try:
         return run, supervise.execute(run, spec, record, backend, quiet)
     finally:

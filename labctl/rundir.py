@@ -11,6 +11,7 @@ from typing import Any
 
 from labctl.errors import UsageError
 from labctl.labs import state_dir
+from labctl.states import RunStatus
 from labctl.tasks import TaskSpec
 
 LATEST = "latest"
@@ -114,7 +115,7 @@ def pid_alive(pid: int) -> bool:
 
 def is_active(run: RunDir) -> bool:
     meta = run.read()
-    return meta.get("status") == "running" and pid_alive(int(meta.get("launcher_pid", 0)))
+    return meta.get("status") == RunStatus.RUNNING and pid_alive(int(meta.get("launcher_pid", 0)))
 
 
 def reap_leftovers() -> list[int]:

@@ -13,6 +13,7 @@ from labctl import rundir
 from labctl.display import make_display
 from labctl.job import Backend, Controller, JobSpec, Outcome
 from labctl.rundir import RunDir
+from labctl.states import RunStatus
 
 
 @contextmanager
@@ -40,8 +41,8 @@ def execute(
 ) -> Outcome:
     """Run `spec` on `backend`. run.json holds `record`, then the controller's snapshots, then
     the outcome and `extra()` (target-specific facts)."""
-    record = {**record, "run_id": run.run_id, "status": "running", "launcher_pid": os.getpid(),
-              "started": rundir.iso(time.time())}
+    record = {**record, "run_id": run.run_id, "status": RunStatus.RUNNING,
+              "launcher_pid": os.getpid(), "started": rundir.iso(time.time())}
     run.write(record)
     width = max((len(task.name) for task in spec.tasks), default=0)
     display = make_display(spec.title, spec.total_steps, quiet, width)
@@ -50,7 +51,7 @@ def execute(
         with sigterm_as_interrupt():
             outcome = controller.run()
     except BaseException:
-        run.write(record | {"status": "failed", "reason": "labctl itself failed"})
+        run.write(record | {"status": RunStatus.FAILED, "reason": "labctl itself failed"})
         raise
     record |= controller.snapshot() | extra() | {
         "status": outcome.status,

@@ -34,6 +34,7 @@ from labctl.labs import Lab
 from labctl.plan import LabPlan
 from labctl.restart import RestartPolicy
 from labctl.rundir import RunDir
+from labctl.states import RunStatus, Target
 from labctl.supervise import execute
 from labctl.tasks import TaskSpec
 
@@ -635,11 +636,11 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: boo
     try:
         return _run(api, run_dir, lab, plan, spec, meta, quiet, namespace, image, deadline_s)
     except (ClusterError, Skipped) as exc:
-        status = "skipped" if isinstance(exc, Skipped) else "failed"
-        run_dir.write({**meta, "target": "k8s", "run_id": run_dir.run_id, "status": status,
+        status = RunStatus.SKIPPED if isinstance(exc, Skipped) else RunStatus.FAILED
+        run_dir.write({**meta, "target": Target.K8S, "run_id": run_dir.run_id, "status": status,
                        "reason": str(exc), "finished": rundir.iso(time.time())})
         if isinstance(exc, Skipped):
-            return K8sRun(run_dir, Outcome("skipped", str(exc), None, [], 0, 0.0), str(exc))
+            return K8sRun(run_dir, Outcome(RunStatus.SKIPPED, str(exc), None, [], 0, 0.0), str(exc))
         raise
 
 
@@ -658,7 +659,7 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     names = m.Names(lab, plan, where)
     todo = preflight(api, lab, docs, where, note)
     created = create_all(api, todo)
-    record = {**meta, "target": "k8s", "api_server": api.host,
+    record = {**meta, "target": Target.K8S, "api_server": api.host,
               "kubeconfig": str(getattr(api, "kubeconfig", "") or ""), "namespace": where.namespace,
               "namespace_created": any(d["kind"] == "Namespace" for d in created),
               "created": [f"{d['kind']}/{d['metadata']['name']}" for d in created],
@@ -676,9 +677,9 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
         note(f"ready in namespace {where.namespace}: "
              + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs
                          if d["kind"] in ("Pod", "Deployment", "Service", "Job")))
-        run_dir.write({**record, "run_id": run_dir.run_id, "status": "succeeded",
+        run_dir.write({**record, "run_id": run_dir.run_id, "status": RunStatus.SUCCEEDED,
                        "finished": rundir.iso(time.time())})
-        return K8sRun(run_dir, Outcome("succeeded", "", None, [], 0, 0.0))
+        return K8sRun(run_dir, Outcome(RunStatus.SUCCEEDED, "", None, [], 0, 0.0))
     try:
         wait_started(api, where.namespace, run_sel, list(jobs.values()), note,
                      shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab.name}")
@@ -690,7 +691,7 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     backend = KubeBackend(api, where.namespace, run_sel, jobs)
     outcome = execute(run_dir, k8s_spec, record, backend, quiet,
                       extra=lambda: {"pods": backend.summary()})
-    if outcome.status == "succeeded":
+    if outcome.status == RunStatus.SUCCEEDED:
         ran = backend.summary().get(spec.success.name, {}).get("pods") or [{}]
         pod = collector_pod(lab, where, names, m.image(lab, where), ran[-1].get("node"))
         run_dir.write({**run_dir.read(), "collect": collect_results(api, run_dir, pod)})

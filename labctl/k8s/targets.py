@@ -13,6 +13,7 @@ from labctl.job import JobSpec, Outcome
 from labctl.k8s import manifests as m
 from labctl.plan import LabPlan, plan_lab
 from labctl.rundir import RunDir
+from labctl.states import Target
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -30,8 +31,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 # Which targets use each of the options above; any other target refuses them, not ignores them.
-OPTION_TARGETS = {"namespace": ("k8s",), "image": ("k8s", "docker"), "deadline": ("k8s",),
-                  "kubeconfig": ("k8s",)}
+OPTION_TARGETS = {"namespace": (Target.K8S,), "image": (Target.K8S, Target.DOCKER),
+                  "deadline": (Target.K8S,), "kubeconfig": (Target.K8S,)}
 
 
 def refuse_unused(target: str, args: argparse.Namespace) -> None:
@@ -68,7 +69,7 @@ def render(args: argparse.Namespace) -> int:
     """`labctl render LAB --target k8s`: the manifests a run would create, as YAML."""
     from labctl.k8s.yamlout import dump
 
-    if args.target != "k8s":
+    if args.target != Target.K8S:
         raise UsageError("render supports --target k8s only")
     lab = labs.load_lab(labs.resolve(args.lab))
     plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
