@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from labctl import labs, plan, platforms, rundir
+from labctl import targets as registry
 from labctl.checks import EXIT_SKIP, VERDICT_EXIT, run_check
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Outcome
@@ -221,7 +222,7 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         raise UsageError(f"lab {lab.name} needs a Kubernetes cluster: run it with --target k8s")
     if args.check and not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py: run it without --check")
-    targets.refuse_unused(args.target, args)
+    registry.refuse_unused(args.target, args)
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},
@@ -241,7 +242,6 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         kills=lab_plan.kills,
         total_steps=steps if type(steps) is int else None,
     )
-    program = [sys.executable, str(lab.path / lab.program)]
     meta = {
         "lab": lab.name,
         "options": _run_options(args),
@@ -251,13 +251,7 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         "shutdown": lab.shutdown,
     }
 
-    def command(_task: TaskSpec, run: rundir.RunDir) -> list[str]:
-        return [*program, "--output-dir", str(run.output), *plan.args_argv(lab_plan.args)]
-
-    if args.target == Target.LOCAL:
-        run, outcome = execute(lab.name, spec, meta, command, None, args.quiet)
-    else:
-        run, outcome = targets.run(args.target, lab, lab_plan, spec, meta, args)
+    run, outcome = registry.get(args.target).run(lab, lab_plan, spec, meta, args)
     code = report(run, outcome)
     verdict = "-"
     if args.check and (code == 0 or outcome.status == RunStatus.SKIPPED):
@@ -369,7 +363,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     target = rundir.runs_root(group) if group else labs.state_dir() / "runs"
     runs = [rundir.RunDir(p.parent) for p in target.rglob("run.json")] if target.exists() else []
     for run in runs:  # containers or cluster objects a docker/k8s run left behind
-        for removed in targets.clean(run):
+        for removed in registry.of_run(run).clean(run):
             print(f"labctl: removed {removed}")
     left = rundir.reap_leftovers()
     if left:

@@ -511,15 +511,15 @@ def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
 
 def test_clean_of_an_unreachable_cluster_warns_and_names_the_leftovers(
         fake_labs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from labctl.k8s import targets
+    from labctl.targets import k8s
 
     run = rundir.create("04-fake-async")
     run.write({"lab": "04-fake-async", "target": "k8s", "run_id": run.run_id,
                "namespace": "tf-04-x", "kubeconfig": "/gone/kubeconfig"})
-    assert targets.clean(run) == []
+    assert k8s.Kubernetes().clean(run) == []
     err = capsys.readouterr().err
     assert "were not deleted (kubeconfig /gone/kubeconfig does not exist)" in err
-    assert f"-n tf-04-x delete {targets.KINDS} -l labctl/run-id={run.run_id}" in err
+    assert f"-n tf-04-x delete {k8s.KINDS} -l labctl/run-id={run.run_id}" in err
 
 
 def test_losing_the_api_server_mid_run_fails_it_with_the_reason(fake_labs: Path) -> None:

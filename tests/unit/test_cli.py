@@ -74,11 +74,12 @@ def test_usage_errors_return_2_with_one_line(capsys, tmp_path: Path, monkeypatch
 def test_cluster_options_on_a_local_run_are_refused_not_ignored(capsys) -> None:
     assert cli.main(["run", "01", "--namespace", "alice", "--deadline", "60"]) == 2
     assert capsys.readouterr().err == (
-        "labctl: error: --namespace, --deadline apply to --target k8s (or docker for --image) "
-        "only: drop them or add --target k8s\n")
+        "labctl: error: --target local does not use --namespace (k8s), --deadline (k8s): drop "
+        "them, or pick a target that uses them\n")
     # The docker target takes --image only; it used to run on, ignoring --kubeconfig.
     assert cli.main(["run", "01", "--target", "docker", "--kubeconfig", "kc"]) == 2
-    assert capsys.readouterr().err.startswith("labctl: error: --kubeconfig apply to --target k8s")
+    assert capsys.readouterr().err.startswith("labctl: error: --target docker does not use "
+                                              "--kubeconfig (k8s)")
 
 
 def test_native_windows_is_refused_in_one_line(capsys, monkeypatch) -> None:

@@ -1,0 +1,46 @@
+"""The k8s target: the lab's Jobs, Services and volume on a Kubernetes cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from labctl.job import JobSpec, Outcome
+from labctl.labs import Lab
+from labctl.plan import LabPlan
+from labctl.rundir import RunDir
+from labctl.states import Target
+
+KINDS = "jobs,pods,deployments,services,configmaps,pvc"  # what a run creates in a namespace
+
+
+class Kubernetes:
+    name = Target.K8S
+    options = ("namespace", "image", "deadline", "kubeconfig")
+
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+            args: argparse.Namespace) -> tuple[RunDir, Outcome]:
+        from labctl.k8s import cluster
+
+        done = cluster.run(lab, plan, spec, meta, args.quiet,
+                           namespace=getattr(args, "namespace", None),
+                           image=getattr(args, "image", None),
+                           kubeconfig=getattr(args, "kubeconfig", None),
+                           deadline_s=getattr(args, "deadline", None))
+        return done.run, done.outcome
+
+    def clean(self, run: RunDir) -> list[str]:
+        from labctl.k8s import cluster
+        from labctl.k8s import manifests as m
+        from labctl.k8s.api import ClusterError
+
+        try:
+            return cluster.clean(run, shared=True)
+        except ClusterError as exc:  # e.g. the cluster was destroyed: the run dir still goes
+            meta = run.read()
+            print(f"labctl: warning: run {run.run_id}'s objects in namespace "
+                  f"{meta.get('namespace')} were not deleted ({exc}); later: `kubectl -n "
+                  f"{meta.get('namespace')} delete {KINDS} -l {m.LABEL_RUN}={run.run_id}`",
+                  file=sys.stderr)
+            return []

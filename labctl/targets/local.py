@@ -1,0 +1,33 @@
+"""The local target: every task a process on this machine, talking over loopback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from labctl.job import JobSpec, Outcome
+from labctl.labs import Lab
+from labctl.plan import LabPlan, args_argv
+from labctl.rundir import RunDir
+from labctl.states import Target
+from labctl.tasks import TaskSpec
+
+
+class Local:
+    name = Target.LOCAL
+    options: tuple[str, ...] = ()
+
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+            args: argparse.Namespace) -> tuple[RunDir, Outcome]:
+        from labctl.local import execute
+
+        program = [sys.executable, str(lab.path / lab.program)]
+
+        def command(_task: TaskSpec, run: RunDir) -> list[str]:
+            return [*program, "--output-dir", str(run.output), *args_argv(plan.args)]
+
+        return execute(lab.name, spec, meta, command, None, args.quiet)
+
+    def clean(self, run: RunDir) -> list[str]:
+        return []  # its processes end with the run; the run directory holds the rest
