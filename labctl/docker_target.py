@@ -20,7 +20,7 @@ from typing import Any
 
 from labctl import rundir
 from labctl.errors import UsageError
-from labctl.job import JobSpec, Lines, Outcome
+from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.k8s import manifests as m
 from labctl.labs import Lab
 from labctl.local import LocalBackend, ProcessHandle
@@ -175,10 +175,12 @@ class ContainerHandle:
 
     def __init__(self, inner: ProcessHandle, container: str) -> None:
         self.inner, self.container = inner, container
-        self.proc, self.eof = inner.proc, inner.eof
 
     def poll(self) -> int | None:
         return self.inner.poll()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.inner.wait(timeout)  # the client ends with its container
 
     def kill(self) -> None:
         docker("kill", self.container, check=False)
@@ -206,8 +208,8 @@ class DockerBackend:
         self.attempts[task] = self.attempts.get(task, 0) + 1
         return ContainerHandle(self.local.start(task, lines), self.name(task))
 
-    def stop_all(self, handles: list[ContainerHandle], grace_s: float) -> None:  # type: ignore[override]
-        self.local.stop_all(handles, grace_s)  # type: ignore[arg-type]
+    def stop_all(self, handles: list[ContainerHandle], grace_s: float) -> None:
+        stop_gracefully(handles, grace_s)
         remove(self.run.run_id)
 
 

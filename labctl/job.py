@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from labctl import faults, restart
 from labctl.display import Display, is_noise
@@ -40,12 +40,37 @@ class Handle(Protocol):
         """Ask the task to stop (SIGTERM)."""
 
 
-class Backend(Protocol):
-    def start(self, task: TaskSpec, lines: Lines) -> Handle:
+H = TypeVar("H", bound=Handle)
+
+
+class Backend(Protocol[H]):
+    """Runs tasks as handles of one kind (processes, containers, Kubernetes Jobs)."""
+
+    def start(self, task: TaskSpec, lines: Lines) -> H:
         """Start one attempt of `task`; its output lines go to `lines`."""
 
-    def stop_all(self, handles: list[Handle], grace_s: float) -> None:
+    def stop_all(self, handles: list[H], grace_s: float) -> None:
         """Terminate these tasks, wait up to `grace_s`, then kill what is left."""
+
+
+class Waitable(Handle, Protocol):
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` s (None: as long as it takes) for the task to end and its output
+        to drain; whether it did."""
+
+
+W = TypeVar("W", bound=Waitable)
+
+
+def stop_gracefully(handles: list[W], grace_s: float) -> None:
+    """SIGTERM every task, give them `grace_s` in all, then SIGKILL what is left and wait."""
+    for handle in handles:
+        handle.terminate()
+    deadline = time.monotonic() + grace_s
+    for handle in handles:
+        if not handle.wait(max(0.0, deadline - time.monotonic())):
+            handle.kill()
+            handle.wait(None)
 
 
 @dataclass
@@ -105,7 +130,7 @@ class Controller:
     def __init__(
         self,
         spec: JobSpec,
-        backend: Backend,
+        backend: Backend[Any],
         run: RunDir,
         display: Display,
         on_change: Callable[[dict[str, Any]], None],

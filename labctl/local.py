@@ -27,7 +27,7 @@ from typing import Any
 
 from labctl import procs, rundir, supervise, taskenv
 from labctl.errors import UsageError
-from labctl.job import JobSpec, Lines, Outcome
+from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.ports import free_ports
 from labctl.procs import RUN_ENV
 from labctl.rundir import RunDir
@@ -112,6 +112,15 @@ class ProcessHandle:
     def kill(self) -> None:
         _signal_group(self.proc.pid, signal.SIGKILL)
 
+    def wait(self, timeout: float | None) -> bool:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self.eof.wait(DRAIN_S)
+        self.poll()  # reaps the group's leftovers
+        return True
+
     def terminate(self) -> None:
         if self.proc.poll() is None:
             _signal_group(self.proc.pid, signal.SIGTERM)
@@ -153,18 +162,8 @@ class LocalBackend:
         )
         return ProcessHandle(task, proc, lines)
 
-    def stop_all(self, handles: list[ProcessHandle], grace_s: float) -> None:  # type: ignore[override]
-        for handle in handles:
-            handle.terminate()
-        deadline = time.monotonic() + grace_s
-        for handle in handles:
-            try:
-                handle.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                handle.kill()
-                handle.proc.wait()
-            handle.eof.wait(DRAIN_S)
-            handle.poll()  # reaps the group's leftovers
+    def stop_all(self, handles: list[ProcessHandle], grace_s: float) -> None:
+        stop_gracefully(handles, grace_s)
 
 
 def execute(

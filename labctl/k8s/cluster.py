@@ -463,7 +463,7 @@ class KubeBackend:
             self.watcher.thread.start()
         return handle
 
-    def stop_all(self, handles: list[JobHandle], grace_s: float) -> None:  # type: ignore[override]
+    def stop_all(self, handles: list[JobHandle], grace_s: float) -> None:
         """Delete the Jobs still running (failure, Ctrl-C); finished ones stay for inspection
         until `labctl clean`."""
         for handle in handles:
