@@ -22,6 +22,7 @@ FOOTER_BYTES = 48  # two BlockHandles padded to 40 bytes, then the magic number
 BLOCK_TRAILER = 5  # compression type byte + crc32 after every block
 DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8,
           9: np.int64, 10: np.bool_, 19: np.float16}  # types.proto DataType values
+SKIPPED = {7: "string", 14: "bfloat16", 21: "variant"}  # what no lab's check needs
 
 
 class CheckpointError(Exception):
@@ -35,13 +36,15 @@ class Entry:
     shard: int
     offset: int
     size: int
+    sliced: bool  # a partitioned variable: its slices are stored under other, binary keys
 
 
 def latest(directory: Path) -> Path | None:
     """The prefix the `checkpoint` state file names last, or None without one.
 
     The state file holds the path the saving task saw (absolute, inside a pod on a cluster):
-    only its name is kept, as TensorFlow does when the directory has moved.
+    this reader keeps only its name, so that a run directory copied from a pod, or moved, reads
+    the same. (TensorFlow itself would use the absolute path.)
     """
     state = directory / "checkpoint"
     if not state.is_file():
@@ -67,8 +70,12 @@ class Checkpoint:
 
     def tensor(self, name: str) -> np.ndarray:
         entry = self._entry(name)
+        if entry.sliced:
+            raise CheckpointError(f"{name} is a partitioned variable: this reader reads whole "
+                                  "tensors only")
         if entry.dtype not in DTYPES:
-            raise CheckpointError(f"{name} has a dtype ({entry.dtype}) this reader skips")
+            kind = SKIPPED.get(entry.dtype, f"DataType {entry.dtype}")
+            raise CheckpointError(f"{name} holds {kind} values, which this reader skips")
         data = Path(f"{self.prefix}.data-{entry.shard:05d}-of-{self.shards:05d}")
         if not data.is_file():
             raise CheckpointError(f"{data.name} is missing")
@@ -106,7 +113,8 @@ def _read_table(blob: bytes) -> tuple[dict[int, int], dict[str, Entry]]:
                 if header.get(2, 0) != 0:
                     raise CheckpointError("a big-endian checkpoint: not supported")
             else:
-                entries[key.decode()] = _entry(value)
+                # Slice keys of partitioned variables are binary (OrderedCode), not UTF-8.
+                entries[key.decode(errors="surrogateescape")] = _entry(value)
     return header, entries
 
 
@@ -130,13 +138,13 @@ def _block(blob: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
 
 
 def _entry(value: bytes) -> Entry:
-    """BundleEntryProto: dtype (1), shape (2), shard_id (3), offset (4), size (5)."""
+    """BundleEntryProto: dtype (1), shape (2), shard_id (3), offset (4), size (5), slices (7)."""
     fields = dict(_fields(value))
     shape = fields.get(2, b"")
     dims = [v for f, v in _fields(shape) if f == 2] if isinstance(shape, bytes) else []
     sizes = tuple(int(dict(_fields(d)).get(1, 0)) for d in dims if isinstance(d, bytes))
     return Entry(int(fields.get(1, 0)), sizes, int(fields.get(3, 0)), int(fields.get(4, 0)),
-                 int(fields.get(5, 0)))
+                 int(fields.get(5, 0)), sliced=7 in fields)
 
 
 def _fields(message: bytes) -> list[tuple[int, int | bytes]]:

@@ -32,3 +32,5 @@ def test_reads_tensorflow_checkpoints_value_for_value(tmp_path: Path) -> None:
         read = (tf1 if which == "tf1" else tf2).tensor(name)
         assert read.dtype == expected[key].dtype and np.array_equal(read, expected[key]), key
     assert len([k for k in tf1.entries if k.startswith("tower/")]) == 300
+    with pytest.raises(checkpoint.CheckpointError, match="embedding is a partitioned variable"):
+        tf1.tensor("embedding")
