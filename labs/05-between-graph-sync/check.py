@@ -5,8 +5,9 @@
   gradient accumulators (one per variable) and its token queue are there, and each
   accumulator's take_grad waits for num_required = one gradient per worker of the run.
 - Participation: one tasks/worker-<i>.json per worker. Without restarts, the workers' local
-  steps add up to about workers x global steps (every update averages one gradient of each);
-  asynchronously, they add up to the global steps.
+  steps add up to at least about workers x global steps (every update averages num_required
+  gradients, each one worker's local step; stale ones only add to the count); asynchronously,
+  they add up to the global steps.
 """
 
 from labkit.checks import (

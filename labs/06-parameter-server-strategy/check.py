@@ -28,7 +28,7 @@ def check(run: Run) -> str:
     ps, spread = run.task_count("ps"), len(set(shards.values()))
     require(spread == min(ps, len(WEIGHTS)),
             f"the 4 weights are held by {spread} task(s); with {ps} ps tasks they should be "
-            f"spread over {min(ps, len(WEIGHTS))}", SCOPE + ", without a device scope of your own")
+            f"spread over {min(ps, len(WEIGHTS))}", SCOPE)
     return (f"{accuracy}; the workers ran {steps} steps (global_step in the checkpoint); the 4 "
             f"weights live on {spread} ps task(s), none on the coordinator")
 

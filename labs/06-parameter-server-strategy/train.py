@@ -19,8 +19,8 @@ from labkit import cli, cluster, report
 args = cli.parse(__doc__, steps=600)
 cfg = cluster.load(required={"chief", "ps", "worker"})
 
-# TensorFlow's parameter-server tutorial: a request to an unreachable task fails at once
-# instead of waiting for it to come back, so that the coordinator learns of the loss.
+# TensorFlow's parameter-server tutorial sets this on every task (2.21's default already): a
+# fail-fast request to an unreachable task fails at once, so the coordinator learns of the loss.
 os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
 import keras  # noqa: E402  (after option parsing: bad input fails fast)
 import tensorflow as tf  # noqa: E402
