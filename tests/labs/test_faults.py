@@ -50,15 +50,18 @@ def test_killed_ps_in_async_training_recovers(tmp_path: Path) -> None:
 
 def test_killed_ps_in_tf2_training_restarts_the_coordinator_from_its_checkpoint(
         tmp_path: Path) -> None:
-    proc = labctl(tmp_path, "run", "06", "--kill", "ps:0@300", "--check")
+    # --kill waits for a PROGRESS line (at most one a second): an early kill with room after it,
+    # so that a loaded machine still kills the ps long before training ends.
+    proc = labctl(tmp_path, "run", "06", "--steps", "1000", "--kill", "ps:0@100", "--check")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "chief:0  | /job:ps/replica:0/task:0 is unreachable: exiting" in proc.stdout
     restored = [int(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines()
                 if "restored the checkpoint of step" in line]
-    assert len(restored) == 1 and 300 <= restored[0] < 600, proc.stdout[-3000:]
+    assert restored and all(100 <= step < 1000 for step in restored), proc.stdout[-3000:]
     assert "PASS: " in proc.stdout
     meta = latest(tmp_path, "06-")
-    assert task(meta, "ps:0")["restarts"] == 1 and task(meta, "chief:0")["restarts"] == 1
+    # The chief may fail once more if it restarts before the new ps answers.
+    assert task(meta, "ps:0")["restarts"] == 1 and task(meta, "chief:0")["restarts"] >= 1
 
 
 def test_killed_worker_in_sync_training_is_restarted(tmp_path: Path) -> None:
