@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import labs
+from labctl import labs, record
 from labctl.errors import UsageError
 from labctl.states import RunStatus
 
@@ -67,9 +67,9 @@ def run_lab(lab: labs.Lab, workers: int, state: Path) -> Row:
                            str(workers), "--quiet"], env=env, capture_output=True, text=True,
                           check=False)
     run = state / "runs" / lab.name / "latest"
-    meta = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-    row = Row(lab.name[:2], workers, meta.get("status", RunStatus.FAILED),
-              wall_s=meta.get("wall_time_s"))
+    rec = record.load(run / record.FILE)
+    row = Row(lab.name[:2], workers, (rec and rec.status) or RunStatus.FAILED,
+              wall_s=rec and rec.wall_time_s)
     if proc.returncode != 0:
         print(f"bench: {row.name} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}",
               file=sys.stderr)

@@ -49,7 +49,8 @@ def run_check(lab: Lab, run: RunDir) -> Verdict:
     """`python labs/NN-name/check.py RUN_DIR`; the verdict is written to RUN_DIR/check.json."""
     if not (lab.path / "check.py").is_file():
         raise UsageError(f"lab {lab.name} has no check.py")
-    collect = run.read().get("collect") or {}
+    rec = run.record()
+    collect = (rec and rec.collect) or {}
     copied_by_hand = run.output.is_dir() and any(run.output.iterdir())
     if collect.get("copied") is False and not copied_by_hand:  # results still on the volume
         verdict = Verdict(False, "FAIL: the run's results were not copied from the cluster "

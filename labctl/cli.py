@@ -18,6 +18,7 @@ from labctl.errors import UsageError
 from labctl.job import JobSpec, Outcome
 from labctl.k8s import targets
 from labctl.local import execute
+from labctl.record import RunRecord
 from labctl.restart import RestartPolicy
 from labctl.states import LabKind, RunStatus, Shutdown, Target
 from labctl.tasks import TaskSpec, build_tasks, parse_task
@@ -168,21 +169,21 @@ def cmd_list(_: argparse.Namespace) -> int:
     on_cluster = cluster_runs()
     if on_cluster:
         console.print("\nruns whose objects stay on the cluster until `labctl clean LAB`:")
-        for run, meta in on_cluster:
-            console.print(f"  {meta.get('lab')} {run.run_id}: namespace {meta.get('namespace')} "
-                          f"({meta.get('api_server', 'unknown API server')})")
+        for run, rec in on_cluster:
+            console.print(f"  {rec.lab} {run.run_id}: namespace {rec.namespace} "
+                          f"({rec.api_server or 'unknown API server'})")
     return 0
 
 
-def cluster_runs() -> list[tuple[rundir.RunDir, dict[str, object]]]:
+def cluster_runs() -> list[tuple[rundir.RunDir, RunRecord]]:
     """k8s runs still recorded here: their Jobs, volume and namespace stay on the cluster
     (finished Jobs for inspection, results on the volume) until `labctl clean`."""
     found = []
     for path in sorted((labs.state_dir() / "runs").glob("*/*/run.json")):
         run = rundir.RunDir(path.parent)
-        meta = run.read()
-        if meta.get("target") == "k8s" and meta.get("created"):
-            found.append((run, meta))
+        rec = run.record()
+        if rec and rec.target == Target.K8S and rec.created:
+            found.append((run, rec))
     return found
 
 
@@ -190,9 +191,9 @@ def last_result(group: str) -> str:
     run = rundir.latest(group)
     if run is None:
         return "-"
-    meta, check = run.read(), run.read("check.json")
-    status = meta.get("status", "?")
-    when = str(meta.get("finished") or meta.get("started") or "")[:16].replace("T", " ")
+    rec, check = run.record(), run.read("check.json")
+    status = (rec and rec.status) or "?"
+    when = str((rec and (rec.finished or rec.started)) or "")[:16].replace("T", " ")
     if status == RunStatus.RUNNING and not rundir.is_active(run):
         status = "aborted"
     if check and status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED):
@@ -242,16 +243,10 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
         kills=lab_plan.kills,
         total_steps=steps if type(steps) is int else None,
     )
-    meta = {
-        "lab": lab.name,
-        "options": _run_options(args),
-        "counts": lab_plan.counts,
-        "args": lab_plan.args,
-        "success": spec.success.name,
-        "shutdown": lab.shutdown,
-    }
-
-    run, outcome = registry.get(args.target).run(lab, lab_plan, spec, meta, args)
+    record = RunRecord(lab.name, options=_run_options(args),
+                       counts=lab_plan.counts, args=lab_plan.args, success=spec.success.name,
+                       shutdown=lab.shutdown)
+    run, outcome = registry.get(args.target).run(lab, lab_plan, spec, record, args)
     code = report(run, outcome)
     verdict = "-"
     if args.check and (code == 0 or outcome.status == RunStatus.SKIPPED):
@@ -426,10 +421,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         kills=plan.resolve_kills(args.kill, tasks),
     )
-    meta = {"lab": LAUNCH, "command": command, "counts": counts, "success": spec.success.name,
-            "options": {"kill": args.kill, "stall_timeout": args.stall_timeout,
-                        "timeout": args.timeout, "max_restarts": args.max_restarts}}
-    run, outcome = execute(LAUNCH, spec, meta, lambda _t, _r: command, Path.cwd(), args.quiet)
+    record = RunRecord(LAUNCH, command=command, counts=counts, success=spec.success.name,
+                       options={"kill": args.kill, "stall_timeout": args.stall_timeout,
+                                "timeout": args.timeout, "max_restarts": args.max_restarts})
+    run, outcome = execute(LAUNCH, spec, record, lambda _t, _r: command, Path.cwd(), args.quiet)
     return report(run, outcome)
 
 

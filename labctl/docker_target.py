@@ -25,6 +25,7 @@ from labctl.k8s import manifests as m
 from labctl.labs import Lab
 from labctl.local import LocalBackend, ProcessHandle
 from labctl.plan import LabPlan
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
 from labctl.supervise import execute
@@ -236,7 +237,7 @@ def start(run: RunDir, docs: Sequence[m.Manifest], image: str) -> tuple[DockerBa
     return DockerBackend(runs, run, network), facts
 
 
-def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: bool,
+def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
         image: str = IMAGE) -> tuple[RunDir, Outcome]:
     """Run the lab's rendered pods as containers; containers and network go on every exit."""
     refuse_unsupported(m.render(lab, plan, m.Placement()))  # before a run dir exists
@@ -249,6 +250,6 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: boo
     except BaseException:
         remove(run_dir.run_id)
         raise
-    record = {**meta, "target": Target.DOCKER, "namespace": where.namespace, **facts,
-              "cluster": m.cluster(lab, plan, where)}
+    record = record.update(target=Target.DOCKER, namespace=where.namespace,
+                           cluster=m.cluster(lab, plan, where), **facts)
     return run_dir, execute(run_dir, spec, record, backend, quiet)

@@ -30,6 +30,7 @@ from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.ports import free_ports
 from labctl.procs import RUN_ENV
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
 from labctl.tasks import SINGLE, TaskSpec
@@ -169,7 +170,7 @@ class LocalBackend:
 def execute(
     group: str,
     spec: JobSpec,
-    meta: dict[str, Any],
+    record: RunRecord,
     command: Callable[[TaskSpec, RunDir], list[str]],
     cwd: Path | None,
     quiet: bool,
@@ -190,8 +191,8 @@ def execute(
         return taskenv.local(marked)
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
-    record = {**meta, "target": Target.LOCAL, "cluster": cluster}
     try:
+        record = record.update(target=Target.LOCAL, cluster=cluster)
         return run, supervise.execute(run, spec, record, backend, quiet)
     finally:
         # Backstop: a task whose start Ctrl-C interrupted has no handle to stop; its marker

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl import record
 from labctl.errors import UsageError
 from labctl.labs import state_dir
+from labctl.record import RunRecord
 from labctl.states import RunStatus
 from labctl.tasks import TaskSpec
 
@@ -45,17 +47,29 @@ class RunDir:
     def log(self, task: TaskSpec) -> Path:
         return self.logs / f"{task.slug}.log"
 
-    def read(self, name: str = "run.json") -> dict[str, Any]:
+    def record(self) -> RunRecord | None:
+        """The run's run.json, None while there is none."""
+        return record.load(self.path / record.FILE)
+
+    def save(self, run: RunRecord) -> None:
+        """The one way run.json is written."""
+        self._replace(record.FILE, run.to_json())
+
+    def read(self, name: str) -> dict[str, Any]:
+        """Another JSON file of the run (check.json)."""
         try:
             data = json.loads((self.path / name).read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def write(self, data: dict[str, Any], name: str = "run.json") -> None:
+    def write(self, data: dict[str, Any], name: str) -> None:
+        self._replace(name, json.dumps(data, indent=2) + "\n")
+
+    def _replace(self, name: str, text: str) -> None:
         """Atomic replace, so a reader never sees half a file."""
         tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
         tmp.replace(self.path / name)
 
 
@@ -114,8 +128,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def is_active(run: RunDir) -> bool:
-    meta = run.read()
-    return meta.get("status") == RunStatus.RUNNING and pid_alive(int(meta.get("launcher_pid", 0)))
+    rec = run.record()
+    return rec is not None and rec.status == RunStatus.RUNNING and \
+        pid_alive(rec.launcher_pid or 0)
 
 
 def reap_leftovers() -> list[int]:

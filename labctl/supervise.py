@@ -12,6 +12,7 @@ from typing import Any
 from labctl import rundir
 from labctl.display import make_display
 from labctl.job import Backend, Controller, JobSpec, Outcome
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import RunStatus
 
@@ -34,31 +35,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def execute(
     run: RunDir,
     spec: JobSpec,
-    record: dict[str, Any],
+    record: RunRecord,
     backend: Backend,
     quiet: bool,
     extra: Callable[[], dict[str, Any]] = dict,
 ) -> Outcome:
     """Run `spec` on `backend`. run.json holds `record`, then the controller's snapshots, then
-    the outcome and `extra()` (target-specific facts)."""
-    record = {**record, "run_id": run.run_id, "status": RunStatus.RUNNING,
-              "launcher_pid": os.getpid(), "started": rundir.iso(time.time())}
-    run.write(record)
+    the outcome and `extra()` (target-specific facts, RunRecord fields)."""
+    record = record.update(run_id=run.run_id, status=RunStatus.RUNNING,
+                           launcher_pid=os.getpid(), started=rundir.iso(time.time()))
+    run.save(record)
     width = max((len(task.name) for task in spec.tasks), default=0)
     display = make_display(spec.title, spec.total_steps, quiet, width)
-    controller = Controller(spec, backend, run, display, lambda snap: run.write(record | snap))
+    controller = Controller(spec, backend, run, display,
+                            lambda snap: run.save(record.update(**snap)))
     try:
         with sigterm_as_interrupt():
             outcome = controller.run()
     except BaseException:
-        run.write(record | {"status": RunStatus.FAILED, "reason": "labctl itself failed"})
+        run.save(record.update(status=RunStatus.FAILED, reason="labctl itself failed"))
         raise
-    record |= controller.snapshot() | extra() | {
-        "status": outcome.status,
-        "reason": outcome.reason or None,
-        "failed_task": outcome.failed_task,
-        "finished": rundir.iso(time.time()),
-        "wall_time_s": outcome.wall_time_s,
-    }
-    run.write(record)
+    run.save(record.update(
+        **controller.snapshot(), **extra(),
+        status=outcome.status,
+        reason=outcome.reason or None,
+        failed_task=outcome.failed_task,
+        finished=rundir.iso(time.time()),
+        wall_time_s=outcome.wall_time_s,
+    ))
     return outcome

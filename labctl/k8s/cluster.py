@@ -32,6 +32,7 @@ from labctl.k8s import manifests as m
 from labctl.k8s.api import Api, ClusterError, Forbidden
 from labctl.labs import Lab
 from labctl.plan import LabPlan
+from labctl.record import RunRecord
 from labctl.restart import RestartPolicy
 from labctl.rundir import RunDir
 from labctl.states import RunStatus, Target
@@ -626,26 +627,28 @@ class K8sRun:
     skipped: str | None = None
 
 
-def run(lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any], quiet: bool,
+def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
         namespace: str | None = None, image: str | None = None, kubeconfig: str | None = None,
         api_factory: Callable[[], Api] | None = None, deadline_s: int | None = None) -> K8sRun:
     """Preflight, create, supervise, shut down, collect. ClusterError: nothing left behind."""
     api = (api_factory or (lambda: Api(kubeconfig)))()
     api.version()  # unreachable cluster: fail before a run dir exists
     run_dir = rundir.create(lab.name)
+    record = record.update(target=Target.K8S, run_id=run_dir.run_id)
     try:
-        return _run(api, run_dir, lab, plan, spec, meta, quiet, namespace, image, deadline_s)
+        return _run(api, run_dir, lab, plan, spec, record, quiet, namespace, image, deadline_s)
     except (ClusterError, Skipped) as exc:
         status = RunStatus.SKIPPED if isinstance(exc, Skipped) else RunStatus.FAILED
-        run_dir.write({**meta, "target": Target.K8S, "run_id": run_dir.run_id, "status": status,
-                       "reason": str(exc), "finished": rundir.iso(time.time())})
+        # Nothing stays on the cluster after these (rolled back), so none of it is recorded.
+        run_dir.save(record.update(status=status, reason=str(exc),
+                                   finished=rundir.iso(time.time())))
         if isinstance(exc, Skipped):
             return K8sRun(run_dir, Outcome(RunStatus.SKIPPED, str(exc), None, [], 0, 0.0), str(exc))
         raise
 
 
 def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
-         meta: dict[str, Any], quiet: bool, namespace: str | None, image: str | None,
+         record: RunRecord, quiet: bool, namespace: str | None, image: str | None,
          deadline_s: int | None) -> K8sRun:
     where = m.Placement(
         namespace=namespace or m.run_namespace(lab, run_dir.run_id),
@@ -659,12 +662,13 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     names = m.Names(lab, plan, where)
     todo = preflight(api, lab, docs, where, note)
     created = create_all(api, todo)
-    record = {**meta, "target": Target.K8S, "api_server": api.host,
-              "kubeconfig": str(getattr(api, "kubeconfig", "") or ""), "namespace": where.namespace,
-              "namespace_created": any(d["kind"] == "Namespace" for d in created),
-              "created": [f"{d['kind']}/{d['metadata']['name']}" for d in created],
-              "cluster": m.cluster(lab, plan, where)}
-    run_dir.write({**record, "run_id": run_dir.run_id, "status": "starting"})
+    record = record.update(
+        api_server=api.host, kubeconfig=str(getattr(api, "kubeconfig", "") or ""),
+        namespace=where.namespace,
+        namespace_created=any(d["kind"] == "Namespace" for d in created),
+        created=[f"{d['kind']}/{d['metadata']['name']}" for d in created],
+        cluster=m.cluster(lab, plan, where))
+    run_dir.save(record.update(status="starting"))
     run_sel = selector(run_dir.run_id, lab)
     note(f"namespace {where.namespace} (`kubectl -n {where.namespace} get pods`)")
     jobs = {t: names.task(t) for t in plan.tasks} if m.settings(lab).jobs else {}
@@ -677,8 +681,8 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
         note(f"ready in namespace {where.namespace}: "
              + ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs
                          if d["kind"] in ("Pod", "Deployment", "Service", "Job")))
-        run_dir.write({**record, "run_id": run_dir.run_id, "status": RunStatus.SUCCEEDED,
-                       "finished": rundir.iso(time.time())})
+        run_dir.save(record.update(status=RunStatus.SUCCEEDED,
+                                   finished=rundir.iso(time.time())))
         return K8sRun(run_dir, Outcome(RunStatus.SUCCEEDED, "", None, [], 0, 0.0))
     try:
         wait_started(api, where.namespace, run_sel, list(jobs.values()), note,
@@ -694,14 +698,14 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     if outcome.status == RunStatus.SUCCEEDED:
         ran = backend.summary().get(spec.success.name, {}).get("pods") or [{}]
         pod = collector_pod(lab, where, names, m.image(lab, where), ran[-1].get("node"))
-        run_dir.write({**run_dir.read(), "collect": collect_results(api, run_dir, pod)})
+        collected = collect_results(api, run_dir, pod)
+        run_dir.save((run_dir.record() or record).update(collect=collected))
     elif outcome.failed_task:
         summary = backend.summary().get(outcome.failed_task, {})
         pods = summary.get("pods", [])
         if pods:
             events = events_of(api, where.namespace, pods[-1]["name"])
-            data = run_dir.read()
-            run_dir.write({**data, "events": events})
+            run_dir.save((run_dir.record() or record).update(events=events))
             for line in events:
                 print(f"labctl: event of pod {pods[-1]['name']}: {line}")
     return K8sRun(run_dir, outcome)
@@ -748,11 +752,11 @@ MANAGED_BY = "app.kubernetes.io/managed-by"  # every object labctl makes carries
 def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list[str]:
     """Delete what a run made (by its labels, nothing else); with `shared`, also the objects it
     left for the lab's next runs. The names of what was deleted."""
-    meta = run_dir.read()
-    namespace, run_id, lab = meta.get("namespace"), meta.get("run_id"), meta.get("lab")
-    if not namespace or not run_id:
+    rec = run_dir.record()
+    if rec is None or not rec.namespace or not rec.run_id:
         return []
-    api = api or Api(meta.get("kubeconfig") or None)
+    namespace, run_id, lab = rec.namespace, rec.run_id, rec.lab
+    api = api or Api(rec.kubeconfig or None)
     deleted = []
     selectors = [f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab}"]
     if shared:

@@ -8,12 +8,13 @@ operator, is one more module and one line in TARGETS.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Protocol
+from typing import Protocol
 
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Outcome
 from labctl.labs import Lab
 from labctl.plan import LabPlan
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
 from labctl.targets.docker import Docker
@@ -25,7 +26,7 @@ class TargetBackend(Protocol):
     name: Target
     options: tuple[str, ...]  # the target-specific options of `labctl run` it uses
 
-    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
         """Run the planned lab; the run directory and how it ended."""
         ...
@@ -45,7 +46,9 @@ def get(name: str) -> TargetBackend:
 
 def of_run(run: RunDir) -> TargetBackend:
     """The target a recorded run used (local for a record without one)."""
-    return TARGETS.get(run.read().get("target") or Target.LOCAL, TARGETS[Target.LOCAL])
+    rec = run.record()
+    target = rec.target if rec and rec.target in TARGETS else Target.LOCAL
+    return TARGETS[Target(target)]
 
 
 def refuse_unused(name: str, args: argparse.Namespace) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from labctl.job import JobSpec, Outcome
 from labctl.labs import Lab
 from labctl.plan import LabPlan
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
 
@@ -16,11 +16,11 @@ class Docker:
     name = Target.DOCKER
     options = ("image",)
 
-    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
         from labctl import docker_target
 
-        return docker_target.run(lab, plan, spec, meta, args.quiet,
+        return docker_target.run(lab, plan, spec, record, args.quiet,
                                  getattr(args, "image", None) or docker_target.IMAGE)
 
     def clean(self, run: RunDir) -> list[str]:

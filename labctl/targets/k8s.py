@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from labctl.job import JobSpec, Outcome
 from labctl.labs import Lab
 from labctl.plan import LabPlan
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
-
-KINDS = "jobs,pods,deployments,services,configmaps,pvc"  # what a run creates in a namespace
 
 
 class Kubernetes:
     name = Target.K8S
     options = ("namespace", "image", "deadline", "kubeconfig")
 
-    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
         from labctl.k8s import cluster
 
-        done = cluster.run(lab, plan, spec, meta, args.quiet,
+        done = cluster.run(lab, plan, spec, record, args.quiet,
                            namespace=getattr(args, "namespace", None),
                            image=getattr(args, "image", None),
                            kubeconfig=getattr(args, "kubeconfig", None),
@@ -38,9 +36,11 @@ class Kubernetes:
         try:
             return cluster.clean(run, shared=True)
         except ClusterError as exc:  # e.g. the cluster was destroyed: the run dir still goes
-            meta = run.read()
-            print(f"labctl: warning: run {run.run_id}'s objects in namespace "
-                  f"{meta.get('namespace')} were not deleted ({exc}); later: `kubectl -n "
-                  f"{meta.get('namespace')} delete {KINDS} -l {m.LABEL_RUN}={run.run_id}`",
+            rec = run.record()
+            namespace = rec.namespace if rec else None
+            kinds = ",".join(kind.lower() for kind in cluster.CLEAN_KINDS)
+            print(f"labctl: warning: run {run.run_id}'s objects in namespace {namespace} were "
+                  f"not deleted ({exc}); later: `kubectl -n {namespace} delete {kinds} "
+                  f"-l {m.LABEL_RUN}={run.run_id}`",
                   file=sys.stderr)
             return []

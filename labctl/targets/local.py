@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from labctl.job import JobSpec, Outcome
 from labctl.labs import Lab
 from labctl.plan import LabPlan, args_argv
+from labctl.record import RunRecord
 from labctl.rundir import RunDir
 from labctl.states import Target
 from labctl.tasks import TaskSpec
@@ -18,7 +18,7 @@ class Local:
     name = Target.LOCAL
     options: tuple[str, ...] = ()
 
-    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, meta: dict[str, Any],
+    def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
         from labctl.local import execute
 
@@ -27,7 +27,7 @@ class Local:
         def command(_task: TaskSpec, run: RunDir) -> list[str]:
             return [*program, "--output-dir", str(run.output), *args_argv(plan.args)]
 
-        return execute(lab.name, spec, meta, command, None, args.quiet)
+        return execute(lab.name, spec, record, command, None, args.quiet)
 
     def clean(self, run: RunDir) -> list[str]:
         return []  # its processes end with the run; the run directory holds the rest

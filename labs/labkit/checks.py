@@ -24,6 +24,7 @@ from labkit import checkpoint, data
 
 MIN_ACCURACY = 0.95
 EXIT_SKIP = 3
+RECORD_VERSION = 1  # of run.json, whose fields labctl/record.py defines (RunRecord)
 
 
 class Failed(Exception):
@@ -181,6 +182,10 @@ def main(check, failed_hint: str | None = None) -> NoReturn:
               file=sys.stderr)
         raise SystemExit(2)
     run = Run(path)
+    if int(run.meta.get("version", RECORD_VERSION)) > RECORD_VERSION:
+        print(f"error: {path}/run.json was written by a newer labctl (record version "
+              f"{run.meta['version']}): update this checkout's labs", file=sys.stderr)
+        raise SystemExit(2)
     try:
         run.require_finished(failed_hint)
         verdict = check(run)

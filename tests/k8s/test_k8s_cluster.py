@@ -25,6 +25,7 @@ from labctl.k8s import cluster
 from labctl.k8s import manifests as m
 from labctl.k8s.api import ClusterError, Forbidden
 from labctl.plan import plan_lab
+from labctl.record import RunRecord
 from labctl.restart import RestartPolicy
 
 RESULTS = json.dumps({"lab": "04-fake-async", "test_accuracy": 0.97, "global_step": 20})
@@ -62,7 +63,7 @@ def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restar
                    shutdown=lab.shutdown, policy=RestartPolicy(max_restarts=restarts),
                    stall_timeout_s=stall_s, timeout_s=None, kills=plan.kills,
                    after_success_grace_s=2.0)
-    return cluster.run(lab, plan, spec, {"lab": lab.name}, quiet=True, namespace=namespace,
+    return cluster.run(lab, plan, spec, RunRecord(lab.name), quiet=True, namespace=namespace,
                        api_factory=lambda: api, deadline_s=deadline_s)
 
 
@@ -81,7 +82,7 @@ def test_a_run_succeeds_collects_results_and_cleans_up_by_label(fake_labs: Path)
     api = FakeApi(scripts=async_scripts())
     done = run_lab(api)
     assert done.outcome.status == "succeeded", done.outcome
-    record = done.run.read()
+    record = done.run.read("run.json")
     ns = record["namespace"]
     assert ns == f"tf-04-{done.run.run_id}" and record["namespace_created"]
     assert record["target"] == "k8s" and record["status"] == "succeeded"
@@ -121,14 +122,14 @@ def test_missing_storage_class_is_one_clear_error_and_creates_nothing(fake_labs:
                                            r"playbooks/storage\.yml"):
         run_lab(api)
     assert api.made("create") == []
-    assert rundir.latest("04-fake-async").read()["status"] == "failed"
+    assert rundir.latest("04-fake-async").read("run.json")["status"] == "failed"
 
 
 def test_no_gpu_capacity_skips_the_gpu_lab_cleanly(fake_labs: Path) -> None:
     api = FakeApi(runtime_classes=("nvidia",), gpus=0)
     done = run_lab(api, "10")
     assert done.outcome.status == "skipped" and "nvidia.com/gpu" in (done.skipped or "")
-    assert done.run.read()["status"] == "skipped"
+    assert done.run.read("run.json")["status"] == "skipped"
     assert api.made("create") == []
 
 
@@ -176,7 +177,7 @@ def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) 
         run_lab(api)
     assert api.made("delete")[-1].startswith("Namespace/tf-04-")
     assert live(api, "Namespace") == [] and api.list("Job") == []
-    assert rundir.latest("04-fake-async").read()["status"] == "failed"
+    assert rundir.latest("04-fake-async").read("run.json")["status"] == "failed"
 
 
 def test_a_failing_task_fails_the_run_after_the_jobs_backoff(fake_labs: Path) -> None:
@@ -222,7 +223,7 @@ def test_kill_evicts_the_pod_and_the_replacement_rejoins(fake_labs: Path,
     log = (done.run.logs / "worker-1.log").read_text()
     replaced = log.index("----- labctl: pod fake-async-worker-1-")
     assert "replaces" in log[replaced:] and "rejoined" in log[replaced:]
-    pods = done.run.read()["pods"]["worker:1"]["pods"]
+    pods = done.run.read("run.json")["pods"]["worker:1"]["pods"]
     assert len(pods) == 2
     # Lab 09's check finds exactly this in the log.
     import importlib.util
@@ -248,7 +249,7 @@ def test_launcher_shutdown_deletes_the_servers_after_success(fake_labs: Path) ->
     deleted = api.made("delete")
     assert {"Job/fake-strategy-ps-0", "Job/fake-strategy-worker-0"} <= set(deleted)
     assert "Job/fake-strategy-chief-0" not in deleted  # finished Jobs stay until `labctl clean`
-    tasks = {t["name"]: t["status"] for t in done.run.read()["tasks"]}
+    tasks = {t["name"]: t["status"] for t in done.run.read("run.json")["tasks"]}
     assert tasks == {"chief:0": "succeeded", "ps:0": "stopped", "worker:0": "stopped"}
 
 
@@ -286,7 +287,7 @@ def test_shared_objects_are_reused_by_the_next_run_and_cleaned_with_the_lab(
     assert created.count("Namespace/tf-shared") == 1
     assert created.count("PersistentVolumeClaim/models") == 1
     assert f"Job/train-{second.run.run_id}-main" in created
-    assert first.run.read()["namespace"] == second.run.read()["namespace"] == "tf-shared"
+    assert first.run.record().namespace == second.run.record().namespace == "tf-shared"
     cluster.clean(first.run, api=api)  # a run alone: its own objects only
     assert api.read("PersistentVolumeClaim", "models", "tf-shared") is not None
     assert api.read("Job", f"train-{first.run.run_id}-main", "tf-shared") is None
@@ -451,7 +452,7 @@ def test_the_collector_runs_where_the_lab_ran_and_pulls_nothing(fake_labs: Path)
     real_create = api.create
     api.create = lambda doc: (created.append(doc), real_create(doc))[1]  # type: ignore[method-assign]
     done = run_lab(api)
-    assert done.run.read()["collect"] == {"copied": True, "files": 3}
+    assert done.run.read("run.json")["collect"] == {"copied": True, "files": 3}
     pod = next(d for d in created if d["metadata"]["name"] == "fake-async-collect")
     container = pod["spec"]["containers"][0]
     assert container["imagePullPolicy"] == "IfNotPresent"
@@ -471,7 +472,7 @@ def test_a_failed_copy_keeps_the_training_verdict_and_says_how_to_copy(
 
     api = FakeApi(scripts=async_scripts(), collector=collector)
     done = run_lab(api)
-    record = done.run.read()
+    record = done.run.read("run.json")
     assert done.outcome.status == record["status"] == "succeeded"
     assert record["collect"]["copied"] is False and reason in record["collect"]["reason"]
     out = capsys.readouterr().out
@@ -514,12 +515,13 @@ def test_clean_of_an_unreachable_cluster_warns_and_names_the_leftovers(
     from labctl.targets import k8s
 
     run = rundir.create("04-fake-async")
-    run.write({"lab": "04-fake-async", "target": "k8s", "run_id": run.run_id,
-               "namespace": "tf-04-x", "kubeconfig": "/gone/kubeconfig"})
+    run.save(RunRecord("04-fake-async", target="k8s", run_id=run.run_id,
+                       namespace="tf-04-x", kubeconfig="/gone/kubeconfig"))
     assert k8s.Kubernetes().clean(run) == []
     err = capsys.readouterr().err
     assert "were not deleted (kubeconfig /gone/kubeconfig does not exist)" in err
-    assert f"-n tf-04-x delete {k8s.KINDS} -l labctl/run-id={run.run_id}" in err
+    kinds = "job,pod,deployment,service,configmap,persistentvolumeclaim"
+    assert f"-n tf-04-x delete {kinds} -l labctl/run-id={run.run_id}" in err
 
 
 def test_losing_the_api_server_mid_run_fails_it_with_the_reason(fake_labs: Path) -> None:
@@ -545,7 +547,7 @@ def test_list_names_the_runs_still_on_the_cluster(fake_labs: Path,
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "runs whose objects stay on the cluster until `labctl clean LAB`:" in out
-    assert (f"04-fake-async {done.run.run_id}: namespace {done.run.read()['namespace']} "
+    assert (f"04-fake-async {done.run.run_id}: namespace {done.run.read('run.json')['namespace']} "
             f"({FakeApi.host})") in out
 
 
@@ -558,7 +560,7 @@ def test_sweep_removes_labctl_objects_without_a_run_record_and_nothing_else(
     done = run_lab(api)
     api.create({"kind": "Namespace", "metadata": {"name": "alice"}})
     api.create({"kind": "ConfigMap", "metadata": {"name": "mine", "namespace": "alice"}})
-    namespace = done.run.read()["namespace"]
+    namespace = done.run.read("run.json")["namespace"]
     shutil.rmtree(done.run.path.parent)
     swept = cluster.sweep(api)
     assert f"Namespace/{namespace}" in swept and "Job/fake-async-worker-0" in swept

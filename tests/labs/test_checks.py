@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from labctl.record import RunRecord
+
 REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"
 sys.path.insert(0, str(LABS))
@@ -52,7 +54,8 @@ def make_run(tmp: Path, lab: str, results: dict[str, Any], files: dict[str, str]
              meta: dict[str, Any] | None = None) -> Path:
     run = tmp / "run"
     (run / "output").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"lab": lab, "status": "succeeded", **(meta or {})}))
+    record = RunRecord(lab, status="succeeded").update(**(meta or {}))  # real field names only
+    (run / "run.json").write_text(record.to_json())
     (run / "output" / "results.json").write_text(json.dumps(results))
     for name, text in (files or {}).items():
         (run / "output" / name).parent.mkdir(parents=True, exist_ok=True)
