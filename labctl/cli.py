@@ -431,7 +431,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "list": cmd_list, "run": cmd_run, "check": cmd_check, "logs": cmd_logs,
     "clean": cmd_clean, "tensorboard": cmd_tensorboard, LAUNCH: cmd_launch,
-    "render": targets.render,
+    "render": targets.cmd_render,
 }
 
 

@@ -22,6 +22,7 @@ from labctl import rundir
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.k8s import manifests as m
+from labctl.k8s.render import render
 from labctl.labs import Lab
 from labctl.local import LocalBackend, ProcessHandle
 from labctl.plan import LabPlan
@@ -240,11 +241,11 @@ def start(run: RunDir, docs: Sequence[m.Manifest], image: str) -> tuple[DockerBa
 def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
         image: str = IMAGE) -> tuple[RunDir, Outcome]:
     """Run the lab's rendered pods as containers; containers and network go on every exit."""
-    refuse_unsupported(m.render(lab, plan, m.Placement()))  # before a run dir exists
+    refuse_unsupported(render(lab, plan, m.Placement()))  # before a run dir exists
     preflight(image)
     run_dir = rundir.create(lab.name)
     where = m.Placement(run_id=run_dir.run_id)
-    docs = m.render(lab, plan, where)
+    docs = render(lab, plan, where)
     try:
         backend, facts = start(run_dir, docs, image)
     except BaseException:

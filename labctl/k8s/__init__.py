@@ -1,5 +1,7 @@
-"""labctl's Kubernetes side: manifests for a lab run (no cluster needed to render them), the
-static kustomize dirs generated from them, and the run on a cluster.
+"""labctl's Kubernetes side: manifests for a lab run (manifests.py, extra.py; no cluster needed
+to render them), the static kustomize dirs generated from them (static.py), and the run on a
+cluster: cluster.py strings together lifecycle.py (preflight, create, roll back, clean),
+waits.py, backend.py (a task is a Job) and collect.py (results back), over api.py.
 
-Only `labctl.k8s.cluster` imports the `kubernetes` client, and only when a run starts.
+Only api.py imports the `kubernetes` client, and only when a run starts.
 """

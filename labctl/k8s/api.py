@@ -187,7 +187,7 @@ class Api:
     """A connected client. `host` is the API server, for messages."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from labctl.k8s.manifests import need
+        from labctl.k8s.optional import need
 
         client, config = need("kubernetes.client"), need("kubernetes.config")
         check_client(client_version())

@@ -10,12 +10,12 @@ A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from labctl.k8s import manifests as m
+from labctl.k8s.manifests import Manifest, Names, Placement, Settings
+from labctl.k8s.optional import need
 from labctl.labs import Lab
-
-if TYPE_CHECKING:
-    from labctl.k8s.manifests import Manifest, Names, Placement, Settings
 
 
 def _pod_specs(obj: Manifest) -> list[dict[str, Any]]:
@@ -27,9 +27,7 @@ def _pod_specs(obj: Manifest) -> list[dict[str, Any]]:
 
 
 def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manifest]:
-    from labctl.k8s import manifests as m
-
-    yaml = m.need("yaml")
+    yaml = need("yaml")
 
     fields = {"namespace": names.namespace, "configmap": names.configmap,
               "volume": names.volume, "image": m.image(lab, where), "run": where.run_id}

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from labctl import taskenv
-from labctl.errors import UsageError
 from labctl.labs import Lab, LabError, labs_dir
 from labctl.plan import LabPlan, args_argv
 from labctl.tasks import SINGLE, TaskSpec
@@ -62,17 +61,6 @@ _K8S_KEYS = {"name", "gpu", "namespace", "volume", "extra", "jobs", "deadline"}
 
 class RenderError(LabError):
     """The lab's [k8s] table or files cannot make valid manifests."""
-
-
-def need(module: str) -> Any:
-    """Import a module of the k8s extra, or say how to install it (one line, exit 2)."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UsageError(f"the Kubernetes target needs {module.split('.')[0]}: install it with "
-                         "`.venv/bin/pip install -e '.[k8s]'` (or `make venv-dev`)") from None
 
 
 @dataclass(frozen=True)
@@ -397,22 +385,3 @@ def cluster_of(names: Names, tasks: Iterable[TaskSpec]) -> dict[str, list[str]]:
 def cluster(lab: Lab, plan: LabPlan, where: Placement) -> dict[str, list[str]]:
     """The TF_CONFIG cluster of a run: Service DNS names on port 2222."""
     return cluster_of(Names(lab, plan, where), plan.tasks)
-
-
-def render(lab: Lab, plan: LabPlan, where: Placement) -> list[Manifest]:
-    """Everything one run creates, in creation order."""
-    from labctl.k8s import extra
-
-    names = Names(lab, plan, where)
-    conf = settings(lab)
-    out: list[Manifest] = []
-    if where.create_namespace:
-        out.append(namespace(lab, where))
-    out.append(configmap(lab, names, where))
-    if conf.jobs:
-        out.append(pvc(lab, names, where))
-        cluster = cluster_of(names, plan.tasks)
-        out += [service(lab, names, where, t) for t in plan.tasks if t.type != SINGLE]
-        out += [job(lab, plan, names, where, t, cluster) for t in plan.tasks]
-    out += extra.load(lab, conf, names, where)
-    return out

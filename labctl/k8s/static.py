@@ -15,6 +15,7 @@ from pathlib import Path
 from labctl import labs
 from labctl.errors import UsageError
 from labctl.k8s import manifests as m
+from labctl.k8s.render import render
 from labctl.k8s.yamlout import dump
 from labctl.plan import plan_lab
 
@@ -51,7 +52,7 @@ FILES = (
 
 def default_render(lab: labs.Lab) -> list[m.Manifest]:
     """What `labctl render LAB --target k8s` prints without options."""
-    return m.render(lab, plan_lab(lab, {}, {}, []), m.render_placement(lab))
+    return render(lab, plan_lab(lab, {}, {}, []), m.render_placement(lab))
 
 
 def files_for(lab: labs.Lab) -> dict[str, str]:

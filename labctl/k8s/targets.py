@@ -9,6 +9,7 @@ import sys
 from labctl import labs
 from labctl.errors import UsageError
 from labctl.k8s import manifests as m
+from labctl.k8s.render import render
 from labctl.plan import plan_lab
 from labctl.states import Target
 
@@ -33,7 +34,7 @@ def _deadline(text: str) -> int:
     return int(text)
 
 
-def render(args: argparse.Namespace) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
     """`labctl render LAB --target k8s`: the manifests a run would create, as YAML."""
     from labctl.k8s.yamlout import dump
 
@@ -44,17 +45,17 @@ def render(args: argparse.Namespace) -> int:
                     {"steps": args.steps, "dataset": args.dataset}, [])
     where = dataclasses.replace(m.render_placement(lab, args.namespace, args.image),
                                 deadline_s=args.deadline)
-    sys.stdout.write(dump(m.render(lab, plan, where)))
+    sys.stdout.write(dump(render(lab, plan, where)))
     return 0
 
 
 def sweep(kubeconfig: str | None) -> list[str] | None:
     """`labctl clean --all`: every object labctl made on the cluster, with or without a run
     record here (a `make clean`, a labctl killed while creating); None without a cluster."""
-    from labctl.k8s import cluster
+    from labctl.k8s import lifecycle
     from labctl.k8s.api import Api, kubeconfig_path
 
     if kubeconfig is None and kubeconfig_path() is None:
         print("labctl: no kubeconfig: no cluster to sweep")
         return None
-    return cluster.sweep(Api(kubeconfig))
+    return lifecycle.sweep(Api(kubeconfig))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from labctl.k8s.optional import need
+
 
 def dump(docs: Iterable[dict[str, Any]]) -> str:
-    from labctl.k8s.manifests import need
-
     yaml = need("yaml")
 
     class Dumper(yaml.SafeDumper):

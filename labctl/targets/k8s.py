@@ -29,16 +29,16 @@ class Kubernetes:
         return done.run, done.outcome
 
     def clean(self, run: RunDir) -> list[str]:
-        from labctl.k8s import cluster
+        from labctl.k8s import lifecycle
         from labctl.k8s import manifests as m
         from labctl.k8s.api import ClusterError
 
         try:
-            return cluster.clean(run, shared=True)
+            return lifecycle.clean(run, shared=True)
         except ClusterError as exc:  # e.g. the cluster was destroyed: the run dir still goes
             rec = run.record()
             namespace = rec.namespace if rec else None
-            kinds = ",".join(kind.lower() for kind in cluster.CLEAN_KINDS)
+            kinds = ",".join(kind.lower() for kind in lifecycle.CLEAN_KINDS)
             print(f"labctl: warning: run {run.run_id}'s objects in namespace {namespace} were "
                   f"not deleted ({exc}); later: `kubectl -n {namespace} delete {kinds} "
                   f"-l {m.LABEL_RUN}={run.run_id}`",

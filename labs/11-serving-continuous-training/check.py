@@ -102,7 +102,8 @@ def check(run: Run) -> str:
             f"serving is checked on a successful cluster run; this one: {meta.get('target')}, "
             f"{meta.get('status')}", f"`{AGAIN}`")
     from labctl.k8s.api import Api, ClusterError
-    from labctl.k8s.cluster import BAD_WAITING, PULL_WAITING, waiting
+    from labctl.k8s.status import waiting
+    from labctl.k8s.waits import BAD_WAITING, PULL_WAITING
 
     namespace, version = meta["namespace"], int(results["version"])
     try:

@@ -6,6 +6,7 @@ from typing import Any
 
 from labctl import labs
 from labctl.k8s import manifests as m
+from labctl.k8s import render as rendering
 from labctl.plan import plan_lab
 
 
@@ -15,7 +16,7 @@ def load(ident: str) -> labs.Lab:
 
 def render(lab: labs.Lab, counts: dict[str, int | None] | None = None,
            args: dict[str, Any] | None = None, **where: Any) -> list[m.Manifest]:
-    return m.render(lab, plan_lab(lab, counts or {}, args or {}, []), m.Placement(**where))
+    return rendering.render(lab, plan_lab(lab, counts or {}, args or {}, []), m.Placement(**where))
 
 
 def by_kind(docs: list[m.Manifest], kind: str) -> dict[str, m.Manifest]:

@@ -21,7 +21,7 @@ from k8s_support import load
 
 from labctl import rundir
 from labctl.job import JobSpec
-from labctl.k8s import cluster
+from labctl.k8s import backend, cluster, collect, lifecycle, status, waits
 from labctl.k8s import manifests as m
 from labctl.k8s.api import ClusterError, Forbidden
 from labctl.plan import plan_lab
@@ -33,7 +33,7 @@ RESULTS = json.dumps({"lab": "04-fake-async", "test_accuracy": 0.97, "global_ste
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "POLL_S", 0.02)
+    monkeypatch.setattr(status, "POLL_S", 0.02)
 
 
 def progress(*steps: int) -> list[str]:
@@ -102,7 +102,7 @@ def test_a_run_succeeds_collects_results_and_cleans_up_by_label(fake_labs: Path)
     tasks = {t["name"]: t for t in record["tasks"]}
     assert tasks["ps:0"]["status"] == "succeeded"
     # Clean: everything of the run goes, the per-run namespace too, nothing else.
-    deleted = cluster.clean(done.run, api=api, shared=True)
+    deleted = lifecycle.clean(done.run, api=api, shared=True)
     assert f"Namespace/{ns}" in deleted
     assert leftovers(api, done.run.run_id) == []
     assert api.read("StorageClass", m.STORAGE_CLASS) is not None
@@ -288,10 +288,10 @@ def test_shared_objects_are_reused_by_the_next_run_and_cleaned_with_the_lab(
     assert created.count("PersistentVolumeClaim/models") == 1
     assert f"Job/train-{second.run.run_id}-main" in created
     assert first.run.record().namespace == second.run.record().namespace == "tf-shared"
-    cluster.clean(first.run, api=api)  # a run alone: its own objects only
+    lifecycle.clean(first.run, api=api)  # a run alone: its own objects only
     assert api.read("PersistentVolumeClaim", "models", "tf-shared") is not None
     assert api.read("Job", f"train-{first.run.run_id}-main", "tf-shared") is None
-    cluster.clean(second.run, api=api, shared=True)  # the lab's last run: shared ones too
+    lifecycle.clean(second.run, api=api, shared=True)  # the lab's last run: shared ones too
     assert live(api, "Namespace") == []
 
 
@@ -301,7 +301,7 @@ def test_a_run_right_after_clean_waits_for_the_terminating_namespace(
     NamespaceLifecycle refuses new objects in it; the run waits until it is gone."""
     api = FakeApi(scripts={}, terminate_s=1.0)
     first = run_lab(api, "11")
-    cluster.clean(first.run, api=api, shared=True)
+    lifecycle.clean(first.run, api=api, shared=True)
     assert api.read("Namespace", "tf-shared")["status"]["phase"] == "Terminating"
     capsys.readouterr()
     second = run_lab(api, "11")
@@ -348,7 +348,7 @@ def test_wait_started_fails_fast_on_an_image_that_does_not_exist() -> None:
     with pytest.raises(ClusterError, match=r"pod w-0-abc cannot pull image tensorflow/tensorflow"
                                            r":2\.21\.0-gpu from docker\.io \(ErrImagePull: .*"
                                            r"not found\): pre-pull the lab images"):
-        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+        waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              sleep=lambda _s: None)
 
 
@@ -364,7 +364,7 @@ def test_a_job_whose_pods_admission_refuses_fails_the_start_with_the_reason() ->
               "reason": "FailedCreate", "message": message})
     with pytest.raises(ClusterError, match=r"^Job w-0 cannot create its pod: Error creating: "
                                            r"pods .* violates PodSecurity"):
-        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+        waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              sleep=lambda _s: None)
 
 
@@ -385,7 +385,7 @@ def test_a_shared_server_whose_image_does_not_exist_fails_the_start() -> None:
                                                      "not found"}}}]}})
     with pytest.raises(ClusterError, match=r"pod digits-serving-5d9-x cannot pull image "
                                            r"tensorflow/serving:2\.99\.0 from docker\.io"):
-        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+        waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              sleep=lambda _s: None,
                              shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}=11-x")
 
@@ -402,9 +402,9 @@ def test_a_rate_limited_pull_is_retried_until_the_deadline() -> None:
         now[0] += 20
 
     with pytest.raises(ClusterError) as caught:
-        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+        waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              timeout_s=3600, clock=lambda: now[0], sleep=tick)
-    assert max(seen) >= cluster.PULL_RETRY_S - 20
+    assert max(seen) >= waits.PULL_RETRY_S - 20
     assert str(caught.value).startswith(
         "pod w-0-abc cannot pull image tensorflow/tensorflow:2.21.0-gpu from docker.io for "
         "300 s (ImagePullBackOff: Back-off pulling image")
@@ -424,7 +424,7 @@ def test_a_pull_that_succeeds_on_retry_lets_the_run_go_on(fake_labs: Path) -> No
     ("registry.k8s.io/pause:3.10", "registry.k8s.io"), ("localhost/tf-lab:1", "localhost"),
     ("mirror.lan:5000/tensorflow/tensorflow:2.21.0", "mirror.lan:5000")])
 def test_the_registry_of_an_image(image: str, registry: str) -> None:
-    assert cluster.registry(image) == registry
+    assert waits.registry(image) == registry
 
 
 def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
@@ -442,7 +442,7 @@ def test_wait_started_gives_up_on_an_unschedulable_pod() -> None:
         now[0] += 30
 
     with pytest.raises(ClusterError, match=r"cannot be scheduled: 0/3 nodes .* nvidia\.com/gpu"):
-        cluster.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
+        waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              clock=lambda: now[0], sleep=tick)
 
 
@@ -490,9 +490,9 @@ def test_a_failed_copy_keeps_the_training_verdict_and_says_how_to_copy(
 def test_a_garbled_archive_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=r"^the collector's output is not a complete archive "
                                            r"\(\w+: [^\n]*\)$"):
-        cluster.unpack("H4sIAAAAAAAA", tmp_path)
+        collect.unpack("H4sIAAAAAAAA", tmp_path)
     with pytest.raises(ClusterError, match="not a complete archive"):
-        cluster.unpack("not base64 at all!", tmp_path)
+        collect.unpack("not base64 at all!", tmp_path)
 
 
 def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
@@ -502,11 +502,11 @@ def test_the_collector_script_round_trips_the_volume(tmp_path: Path) -> None:
     (volume / "tasks").mkdir(parents=True)
     (volume / "results.json").write_text(RESULTS)
     (volume / "tasks" / "worker-0.json").write_text("{}")
-    (volume / "big.bin").write_bytes(b"x" * (cluster.COLLECT_MAX_FILE + 1))
-    script = cluster.COLLECT_SCRIPT.format(root=str(volume), limit=cluster.COLLECT_MAX_FILE)
+    (volume / "big.bin").write_bytes(b"x" * (collect.COLLECT_MAX_FILE + 1))
+    script = collect.COLLECT_SCRIPT.format(root=str(volume), limit=collect.COLLECT_MAX_FILE)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout
-    assert sorted(cluster.unpack(out, into)) == ["results.json", "tasks/worker-0.json"]
+    assert sorted(collect.unpack(out, into)) == ["results.json", "tasks/worker-0.json"]
     assert (into / "results.json").read_text() == RESULTS
 
 
@@ -562,7 +562,7 @@ def test_sweep_removes_labctl_objects_without_a_run_record_and_nothing_else(
     api.create({"kind": "ConfigMap", "metadata": {"name": "mine", "namespace": "alice"}})
     namespace = done.run.read("run.json")["namespace"]
     shutil.rmtree(done.run.path.parent)
-    swept = cluster.sweep(api)
+    swept = lifecycle.sweep(api)
     assert f"Namespace/{namespace}" in swept and "Job/fake-async-worker-0" in swept
     assert leftovers(api, done.run.run_id) == []
     assert api.read("ConfigMap", "mine", "alice") is not None
@@ -578,7 +578,7 @@ def test_pods_made_in_the_same_second_are_told_apart_by_liveness() -> None:
 
     api = FakeApi()
     lines: queue.Queue[Any] = queue.Queue()
-    handle = cluster.JobHandle(api, "ns", "w-0", TaskSpec("worker", 0), lines)
+    handle = backend.JobHandle(api, "ns", "w-0", TaskSpec("worker", 0), lines)
     stamp = "2026-12-02T10:00:02Z"
     new = {"metadata": {"name": "w-0-aaaaa", "creationTimestamp": stamp},
            "status": {"phase": "Pending"}}

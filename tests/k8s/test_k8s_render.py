@@ -16,6 +16,7 @@ import pytest
 from k8s_support import by_kind, load, pod_specs, render
 
 from labctl.k8s import manifests as m
+from labctl.k8s import optional
 from labctl.labs import labs_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,7 +276,7 @@ def test_a_missing_k8s_extra_is_one_line_with_the_install_command() -> None:
 
     with pytest.raises(UsageError, match=r"needs no_such_module: install it with "
                                          r"`\.venv/bin/pip install -e '\.\[k8s\]'`"):
-        m.need("no_such_module.sub")
+        optional.need("no_such_module.sub")
 
 
 def test_lab09_runs_lab04s_program_with_lab04s_tasks_and_arguments() -> None:
