@@ -41,7 +41,7 @@ tools: ## host tools the tests drive (vagrant, debootstrap), installed when miss
 images: docker tools ## build the local test images (no pulls: debootstrap + docker import)
 	tests/support/build-images.sh
 
-lab-image: docker ## the lab image for --target docker, FROM tensorflow/tensorflow:2.21.0
+lab-image: docker ## the lab image for --target docker, FROM the pinned tensorflow/tensorflow
 	labs/build-image.sh
 
 k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl render`

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import rundir
+from labctl import rundir, versions
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.k8s import manifests as m
@@ -32,9 +32,14 @@ from labctl.states import Target
 from labctl.supervise import execute
 from labctl.tasks import SINGLE, TaskSpec, parse_task
 
-IMAGE = f"local/tf-lab:{m.TF_VERSION}"
 BUILD_HINT = "build it with `labs/build-image.sh` (no registry access: add --base IMAGE)"
+
 PREFIX = "labctl"  # container and network names: labctl-<run-id>-...
+
+
+def default_image() -> str:
+    """The lab image labs/build-image.sh builds, tagged with the pinned TensorFlow."""
+    return f"local/tf-lab:{versions.get('tensorflow_version')}"
 
 
 class DockerError(UsageError):
@@ -239,9 +244,10 @@ def start(run: RunDir, docs: Sequence[m.Manifest], image: str) -> tuple[DockerBa
 
 
 def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
-        image: str = IMAGE) -> tuple[RunDir, Outcome]:
+        image: str | None = None) -> tuple[RunDir, Outcome]:
     """Run the lab's rendered pods as containers; containers and network go on every exit."""
     refuse_unsupported(render(lab, plan, m.Placement()))  # before a run dir exists
+    image = image or default_image()
     preflight(image)
     run_dir = rundir.create(lab.name)
     where = m.Placement(run_id=run_dir.run_id)

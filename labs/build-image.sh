@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build the lab image from labs/Dockerfile.
 #   labs/build-image.sh [--base IMAGE] [--gpu] [--tag TAG]
-# Default base: the official tensorflow/tensorflow:2.21.0 (-gpu with --gpu). CI passes
+# Default base: the official tensorflow/tensorflow at versions.yml's tensorflow_version (-gpu
+# with --gpu). CI passes
 # --base local/debian:12, since nothing can be pulled there. The host's extra CA certificates
 # (/usr/local/share/ca-certificates/*.crt: a TLS-intercepting proxy, a corporate CA) go into
 # the build context so pip inside the build trusts them.
 set -euo pipefail
 cd "$(dirname "$0")"
-TF_VERSION=2.21.0
+TF_VERSION=$(sed -n 's/^tensorflow_version: *"\([^"]*\)".*/\1/p' ../versions.yml)
+[[ -n $TF_VERSION ]] || { echo "build-image: no tensorflow_version in versions.yml" >&2; exit 2; }
 base=tensorflow/tensorflow:$TF_VERSION
 tag=local/tf-lab:$TF_VERSION
 while [[ $# -gt 0 ]]; do

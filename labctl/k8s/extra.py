@@ -1,8 +1,9 @@
 """A lab's hand-written manifests ([k8s] extra), stamped into a run like the generated ones.
 
 They are YAML with a few `${...}` fields filled per run — `${namespace}`, `${configmap}`,
-`${volume}`, `${image}`, `${run}` — then get the run's namespace and labels (their pod templates
-too, so a run sees their pods), so `labctl clean` finds them, and their Jobs the run's deadline.
+`${volume}`, `${image}`, `${run}`, and `${tf_version}` (versions.yml's tensorflow_version) —
+then get the run's namespace and labels (their pod templates too, so a run sees their pods), so
+`labctl clean` finds them, and their Jobs the run's deadline.
 An object labelled `labctl/shared: "true"` in its file outlives the run (lab 11's model server).
 A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from labctl import versions
 from labctl.k8s import manifests as m
 from labctl.k8s.manifests import Manifest, Names, Placement, Settings
 from labctl.k8s.optional import need
@@ -30,7 +32,8 @@ def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manif
     yaml = need("yaml")
 
     fields = {"namespace": names.namespace, "configmap": names.configmap,
-              "volume": names.volume, "image": m.image(lab, where), "run": where.run_id}
+              "volume": names.volume, "image": m.image(lab, where), "run": where.run_id,
+              "tf_version": versions.get("tensorflow_version")}
     out: list[Manifest] = []
     for rel in conf.extra:
         path = lab.path / rel

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import taskenv
+from labctl import taskenv, versions
 from labctl.labs import Lab, LabError, labs_dir
 from labctl.plan import LabPlan, args_argv
 from labctl.tasks import SINGLE, TaskSpec
@@ -24,10 +24,6 @@ from labctl.tfconfig import cluster_spec, tf_config
 
 Manifest = dict[str, Any]
 
-KUBE_VERSION = "1.37.1"  # roles' kube_version; the schemas the manifests are validated against
-TF_VERSION = "2.21.0"
-CPU_IMAGE = f"tensorflow/tensorflow:{TF_VERSION}"
-GPU_IMAGE = f"tensorflow/tensorflow:{TF_VERSION}-gpu"
 PORT = 2222
 PORT_NAME = "tfjob-port"  # the name TFJob gives the same port
 CONTAINER = "tensorflow"
@@ -287,7 +283,12 @@ def service(lab: Lab, names: Names, where: Placement, task: TaskSpec) -> Manifes
 
 
 def image(lab: Lab, where: Placement) -> str:
-    return where.image or (GPU_IMAGE if settings(lab).gpu else CPU_IMAGE)
+    return where.image or tf_image(settings(lab).gpu)
+
+
+def tf_image(gpu: bool = False) -> str:
+    """The official TensorFlow image at the pinned version (versions.yml), or its CUDA build."""
+    return f"tensorflow/tensorflow:{versions.get('tensorflow_version')}" + ("-gpu" if gpu else "")
 
 
 def pod_security() -> Manifest:

@@ -19,8 +19,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", metavar="NS",
                    help="k8s: an existing namespace to run in (default: a new one per run)")
     p.add_argument("--image", metavar="IMAGE",
-                   help=f"the TensorFlow image (default k8s: {m.CPU_IMAGE} or the -gpu variant; "
-                        "docker: local/tf-lab:" + m.TF_VERSION + ")")
+                   help="the TensorFlow image (default k8s: tensorflow/tensorflow:V or its -gpu "
+                        "variant; docker: local/tf-lab:V; V is versions.yml's tensorflow_version)")
     p.add_argument("--deadline", type=_deadline, metavar="S",
                    help="k8s: seconds the run's Jobs may live, even if labctl is gone "
                         f"(default: the lab's [k8s] deadline, else {m.DEADLINE_S})")

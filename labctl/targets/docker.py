@@ -21,7 +21,7 @@ class Docker:
         from labctl import docker_target
 
         return docker_target.run(lab, plan, spec, record, args.quiet,
-                                 getattr(args, "image", None) or docker_target.IMAGE)
+                                 getattr(args, "image", None))
 
     def clean(self, run: RunDir) -> list[str]:
         from labctl import docker_target

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from labctl import versions
+
 Obj = dict[str, Any]
 
 # (group, version, kind, plural, namespaced) of every kind the roles touch.
@@ -219,7 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discovery(self, path: str) -> Obj | None:
         if path == "/version":
-            return {"major": "1", "minor": "37", "gitVersion": "v1.37.1"}
+            kube = versions.get("kube_version")
+            return {"major": "1", "minor": kube.split(".")[1], "gitVersion": f"v{kube}"}
         if path == "/api":
             return {"kind": "APIVersions", "versions": ["v1"]}
         groups = sorted({(g, v) for g, v, *_ in RESOURCES if g})

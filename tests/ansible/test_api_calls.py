@@ -25,6 +25,8 @@ from _tasks import tasks_with_vars
 from apiserver_standin import ApiServer
 from venv_run import run
 
+from labctl import versions
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -99,8 +101,7 @@ def test_pinned_client_is_what_kubernetes_core_runs_with(kube_client_python: str
     version = subprocess.run(
         [kube_client_python, "-c", "import kubernetes; print(kubernetes.__version__)"],
         capture_output=True, text=True, check=True).stdout.strip()
-    defaults = yaml.safe_load((REPO / "roles/control_plane/defaults/main.yml").read_text())
-    assert version == defaults["control_plane_kube_client_version"]
+    assert version == versions.get("control_plane_kube_client_version")
     assert tuple(int(p) for p in version.split(".")[:2]) >= (24, 2)  # kubernetes.core 6's floor
 
 

@@ -15,16 +15,19 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 from systemd_node import systemd_node
 from venv_run import REPO, run
 
+from labctl import versions
 from labctl.k8s.static import images
 
 DEFAULTS = REPO / "roles/lab_images/defaults/main.yml"
+TF = versions.get("tensorflow_version")
 SERVING, TENSORFLOW, GPU = (
-    "tensorflow/serving:2.21.0", "tensorflow/tensorflow:2.21.0", "tensorflow/tensorflow:2.21.0-gpu")
+    f"tensorflow/serving:{TF}", f"tensorflow/tensorflow:{TF}", f"tensorflow/tensorflow:{TF}-gpu")
 FAKE_CRICTL = r"""#!/bin/sh
 # Stand-in for crictl: images "present" are files in $store, named by image with / and : as _.
 store=/var/lib/fake-crictl; mkdir -p $store
@@ -52,11 +55,13 @@ esac
 def test_role_lists_exactly_the_labs_images() -> None:
     """A lab image added, bumped or dropped in labctl without the role (or the reverse) fails."""
     defaults = yaml.safe_load(DEFAULTS.read_text())
-    listed = defaults["lab_images_all"] + defaults["lab_images_gpu"]
+    every, gpu = ([jinja2.Template(image).render(versions.pins()) for image in defaults[name]]
+                  for name in ("lab_images_all", "lab_images_gpu"))
+    listed = every + gpu
     assert sorted(listed) == images()
     assert len(set(listed)) == len(listed)
     # The CUDA builds (tag -gpu) go to GPU nodes only; everything else to every node.
-    assert defaults["lab_images_gpu"] == [i for i in images() if i.endswith("-gpu")]
+    assert gpu == [i for i in images() if i.endswith("-gpu")]
 
 
 def docker(container: str, script: str, check: bool = True) -> str:

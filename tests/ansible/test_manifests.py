@@ -20,8 +20,11 @@ from _services import HA, docs, render
 from cryptography.x509 import DNSName, RFC822Name
 from kubernetes_validate import utils as kv
 
+from labctl import versions
+
 REPO = Path(__file__).resolve().parents[2]
-KUBE_VERSION = "1.37.0"  # kubernetes-validate's schemas for the pinned minor version
+# kubernetes-validate's schemas for the pinned minor version
+KUBE_VERSION = ".".join(versions.get("kube_version").split(".")[:2]) + ".0"
 MANIFESTS = [
     "nfs_provisioner__nfs-provisioner.yaml",
     "nfs_provisioner__nfs-smoke.yaml",
@@ -75,7 +78,8 @@ def test_provisioner_points_at_the_nfs_export(out: Path, first: str) -> None:
     assert env["NFS_SERVER"] == nfs_ip and env["NFS_PATH"] == "/srv/nfs/k8s"
     assert pod["volumes"][0]["nfs"] == {"server": nfs_ip, "path": "/srv/nfs/k8s"}
     assert (
-        container["image"] == "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner:v4.0.2"
+        container["image"] == "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner:"
+        + versions.get("nfs_provisioner_version")
     )
     assert deploy["spec"]["strategy"]["type"] == "Recreate"
     (sc,) = by_kind(objects, "StorageClass")
@@ -126,7 +130,8 @@ def test_device_plugin_runs_under_the_nvidia_runtime_on_gpu_nodes(out: Path, fir
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
     ]
-    assert pod["containers"][0]["image"] == "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"
+    assert pod["containers"][0]["image"] == "nvcr.io/nvidia/k8s-device-plugin:" + versions.get(
+        "nvidia_gpu_device_plugin_version")
     assert pod["volumes"][0]["hostPath"]["path"] == "/var/lib/kubelet/device-plugins"
     assert ds["metadata"]["namespace"] == by_kind(objects, "Namespace")[0]["metadata"]["name"]
 
@@ -156,7 +161,7 @@ spec:
       serviceAccountName: metrics-server
       containers:
         - name: metrics-server
-          image: registry.k8s.io/metrics-server/metrics-server:v0.8.0
+          image: registry.k8s.io/metrics-server/metrics-server:v0.0.0
           args:
             - --cert-dir=/tmp
             - --secure-port=10250
@@ -201,7 +206,7 @@ def test_metrics_patch_refuses_an_unexpected_manifest() -> None:
 
 def test_metrics_server_release_is_pinned() -> None:
     defaults = yaml.safe_load((REPO / "roles/metrics/defaults/main.yml").read_text())
-    assert re.fullmatch(r"v\d+\.\d+\.\d+", defaults["metrics_server_version"])
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", versions.get("metrics_server_version"))
     assert "releases/download/{{ metrics_server_version }}/components.yaml" in defaults[
         "metrics_server_manifest_url"
     ].replace("\n", "")

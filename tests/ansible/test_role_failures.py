@@ -18,12 +18,17 @@ import pytest
 import yaml
 from venv_run import run
 
+from labctl import versions
+
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "failures.yml"
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 # Each case runs ansible-playbook with full facts: seconds each, even concurrently.
 pytestmark = pytest.mark.slow
 
-CLUSTER = {"kube_version": "1.37.1", "kube_cni": "flannel", "kube_pod_subnet": "10.244.0.0/16"}
+KUBE = versions.get("kube_version")
+KUBE_MINOR = ".".join(KUBE.split(".")[:2])
+CONTAINERD = versions.get("containerd_release_version")
+CLUSTER = {"kube_version": KUBE, "kube_cni": "flannel", "kube_pod_subnet": "10.244.0.0/16"}
 
 
 @dataclass(frozen=True)
@@ -72,22 +77,22 @@ CASES = {
         "kubernetes",
         "main",
         {"node-1": {"k8s_node_ip": "127.0.0.1"}},
-        f"kubernetes: cannot reach {CLOSED}/v1.37/deb/Release.key",
+        f"kubernetes: cannot reach {CLOSED}/v{KUBE_MINOR}/deb/Release.key",
         {"kubernetes_apt_base_url": CLOSED},
     ),
     "containerd releases unreachable": Case(
         "containerd",
         "main",
         {"node-1": {}},
-        f"containerd: cannot reach {CLOSED}/v2.3.4/containerd-2.3.4-linux-",
+        f"containerd: cannot reach {CLOSED}/v{CONTAINERD}/containerd-{CONTAINERD}-linux-",
         {"containerd_release_base_url": CLOSED, "containerd_install_method": "release"},
     ),
-    # This machine's containerd (Debian 12) is 1.6: too old for 1.37, fine for 1.35.
+    # This machine's containerd (Debian 12) is 1.6: too old for the pinned Kubernetes.
     "distro containerd too old for the Kubernetes version": Case(
         "containerd",
         "distro",
         {"node-1": {}},
-        "containerd: Kubernetes 1.37.1 needs containerd 2.x, but the distribution's is 1.",
+        f"containerd: Kubernetes {KUBE} needs containerd 2.x, but the distribution's is 1.",
         {"containerd_install_method": "distro"},
     ),
     "distro containerd for Kubernetes 1.35": Case(

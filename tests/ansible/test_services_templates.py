@@ -14,6 +14,8 @@ import pytest
 import yaml
 from _services import HA, NAT_ADDRESS, SINGLE, Cluster, env_file, render, text
 
+from labctl import versions
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -94,10 +96,10 @@ def test_etcd_unit_runs_as_etcd_and_restarts(rendered: tuple[Cluster, Path]) -> 
 
 
 def test_etcd_release_is_pinned_with_checksum() -> None:
-    etcd = defaults("etcd")
-    assert re.fullmatch(r"3\.6\.\d+", etcd["etcd_version"])
-    assert set(etcd["etcd_release_sha256"]) == {"amd64", "arm64"}
-    for checksum in etcd["etcd_release_sha256"].values():
+    etcd, pins = defaults("etcd"), versions.pins()
+    assert re.fullmatch(r"3\.6\.\d+", pins["etcd_version"])
+    assert set(pins["etcd_release_sha256"]) == {"amd64", "arm64"}
+    for checksum in pins["etcd_release_sha256"].values():
         assert re.fullmatch(r"[0-9a-f]{64}", checksum)
     assert "{{ _etcd_arch }}" in etcd["etcd_release_url"].replace("\n", " ")
     assert "{{ etcd_version }}" in etcd["etcd_release_url"].replace("\n", " ")

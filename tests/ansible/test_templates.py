@@ -19,14 +19,17 @@ import pytest
 import yaml
 from venv_run import REPO, run
 
+from labctl import versions
+
 RENDER = Path(__file__).resolve().parent / "playbooks" / "render.yml"
-ROLES = ["common", "containerd", "kubernetes", "control_plane", "node", "cni"]
+# versions first: the pins every role depends on (roles/versions, a link to versions.yml)
+ROLES = ["versions", "common", "containerd", "kubernetes", "control_plane", "node", "cni"]
 # Two ansible-playbook runs (one per inventory) take several seconds.
 pytestmark = pytest.mark.slow
 
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: the decoy every host also "has"
-KUBE_VERSION = "1.37.1"
-CONTAINERD_VERSIONS = ["1.7.22", "2.0.5", "2.3.4"]
+KUBE_VERSION = versions.get("kube_version")
+CONTAINERD_VERSIONS = ["1.7.22", "2.0.5", versions.get("containerd_release_version")]
 # One mirror for a room of clusters, a second registry with two, and the catch-all namespace.
 MIRRORS = {
     "docker.io": ["https://mirror.example:5000"],

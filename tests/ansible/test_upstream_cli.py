@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from _tasks import tasks
+
+from labctl import versions
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -36,9 +37,7 @@ def help_flags(text: str) -> set[str]:
 
 
 def test_nvidia_ctk_is_called_with_flags_of_the_pinned_toolkit() -> None:
-    version = yaml.safe_load((REPO / "roles/nvidia_gpu/defaults/main.yml").read_text())[
-        "nvidia_gpu_toolkit_version"
-    ].split("-")[0]
+    version = versions.get("nvidia_gpu_toolkit_version").split("-")[0]
     fixture = FIXTURES / f"nvidia-ctk-{version}-runtime-configure-help.txt"
     assert fixture.is_file(), f"capture {fixture.name} for the pinned toolkit {version}"
     accepted = help_flags(fixture.read_text())

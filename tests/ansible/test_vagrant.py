@@ -21,8 +21,10 @@ import yaml
 from prereqs import missing
 from venv_run import run
 
+from labctl import versions
+
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ["Vagrantfile", "cluster.yml", "setup-vagrant", "ansible.cfg"]
+PROJECT_FILES = ["Vagrantfile", "vagrant.yml", "versions.yml", "setup-vagrant", "ansible.cfg"]
 PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: never a node address
 
@@ -127,7 +129,7 @@ def test_default_config_validates_and_writes_the_inventory(vagrant: str, project
         "192.168.56.22",
     ]
     assert cluster["kube_vip_address"] == ""
-    assert cluster["kube_version"] == "1.37.1"
+    assert cluster["kube_version"] == versions.get("kube_version")  # the pin is the default
     assert cluster["kube_cni"] == "flannel"
     assert cluster["kube_pod_subnet"] == "10.244.0.0/16"
     assert cluster["kube_service_subnet"] == "10.96.0.0/12"
@@ -143,7 +145,7 @@ def test_generated_inventory_gives_every_host_every_cluster_variable(
     for path in (project / "inventory/vagrant/group_vars/all").glob("*.yml"):
         committed |= set(yaml.safe_load(path.read_text()))
     # group_vars/all outranks hosts.yml's all:vars: a value in both would silently ignore
-    # cluster.yml.
+    # vagrant.yml.
     assert not generated & committed
     readme = (REPO / "roles/README.md").read_text().split("## Cluster-wide variables", 1)[1]
     wanted = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.MULTILINE))
@@ -176,7 +178,7 @@ def test_large_config_validates_with_a_vip(vagrant: str, project: Path) -> None:
 
 
 def test_environment_beats_local_file_beats_defaults(vagrant: str, project: Path) -> None:
-    (project / "cluster.local.yml").write_text("workers: 3\nmemory: 3072\n")
+    (project / "vagrant.local.yml").write_text("workers: 3\nmemory: 3072\n")
     assert validate(project).returncode == 0
     assert len(group(inventory(project), "kube_node")) == 3
     done = validate(project, K8S_WORKERS="4")
@@ -186,11 +188,36 @@ def test_environment_beats_local_file_beats_defaults(vagrant: str, project: Path
     assert len(group(inventory(project), "kube_node")) == 4
 
 
+def test_kube_version_defaults_to_the_pin_and_k8s_version_overrides_it(
+        vagrant: str, project: Path) -> None:
+    pin = versions.get("kube_version")
+    minor = int(pin.split(".")[1])
+    other = f"1.{minor - 1}.0"
+    done = validate(project, K8S_VERSION=other)
+    assert done.returncode == 0, done.stderr
+    assert inventory(project)["all"]["vars"]["kube_version"] == other
+    assert f"Kubernetes {other}" in done.stdout
+    (project / "versions.yml").write_text("kube_version: \"1.99.0\"\n")  # vagrant_boxes lost
+    assert_one_line_error(validate(project), "versions.yml has no vagrant_boxes",
+                          "git checkout versions.yml")
+
+
+def test_the_old_local_settings_name_is_read_with_a_notice(vagrant: str, project: Path) -> None:
+    (project / "cluster.local.yml").write_text("workers: 3\n")
+    done = validate(project)
+    assert done.returncode == 0, done.stderr
+    assert len(group(inventory(project), "kube_node")) == 3
+    assert "cluster.local.yml is now vagrant.local.yml" in done.stderr
+    assert "mv cluster.local.yml vagrant.local.yml" in done.stderr
+    (project / "vagrant.local.yml").write_text("workers: 1\n")
+    assert_one_line_error(validate(project), "both cluster.local.yml and vagrant.local.yml exist")
+
+
 def test_libvirt_provider_with_a_gpu_worker(vagrant: str, project: Path) -> None:
     done = validate(project, K8S_PROVIDER="libvirt", K8S_GPU_PCI="0000:01:00.0")
     assert done.returncode == 0, done.stderr
     assert "on libvirt" in done.stdout
-    assert "cloud-image/ubuntu-24.04" in done.stdout
+    assert versions.pins()["vagrant_boxes"]["libvirt"]["box"] in done.stdout
     assert "worker, GPU 0000:01:00.0" in done.stdout
     inv = inventory(project)
     assert group(inv, "gpu_nodes") == ["k8s-worker-1"]
@@ -205,7 +232,7 @@ def test_ansible_tags_reach_the_plan(vagrant: str, project: Path) -> None:
 
 
 def test_provider_precedence(vagrant: str, project: Path) -> None:
-    (project / "cluster.local.yml").write_text("provider: virtualbox\n")
+    (project / "vagrant.local.yml").write_text("provider: virtualbox\n")
     done = validate(project, VAGRANT_DEFAULT_PROVIDER="libvirt")
     assert "3 VMs on libvirt" in done.stdout, done.stderr
     done = validate(project, VAGRANT_DEFAULT_PROVIDER="libvirt", K8S_PROVIDER="virtualbox")
@@ -258,7 +285,7 @@ def test_configured_provider_is_vagrants_default(vagrant: str, project: Path) ->
         ),
         ({"K8S_ANSIBLE_TAGS": "common;reboot"}, ["not a tag name"]),
         ({"K8S_ARCH": "sparc"}, ['arch = "sparc" (from K8S_ARCH)', "use auto, amd64 or arm64"]),
-        # CI's Vagrant is Debian 12's 2.3.4: it cannot pick a box's arm64 build.
+        # CI's Vagrant is Debian 12's (2.3): it cannot pick a box's arm64 build.
         ({"K8S_ARCH": "arm64"}, ["arch arm64 (from K8S_ARCH) needs Vagrant 2.4.0 or newer"]),
     ],
     ids=lambda value: (
@@ -277,17 +304,17 @@ def test_bad_setting_stops_vagrant_with_one_line(
 @pytest.mark.parametrize(
     ("local", "fragments"),
     [
-        ("worker: 3\n", ["cluster.local.yml: unknown setting 'worker'"]),
-        ("workers: [3\n", ["cluster.local.yml is not valid YAML", "line 1"]),
-        ("kube_version: 1.37\n", ["kube_version = 1.37 (from cluster.local.yml)", "quote it"]),
-        ("- workers\n", ["cluster.local.yml must hold a mapping"]),
+        ("worker: 3\n", ["vagrant.local.yml: unknown setting 'worker'"]),
+        ("workers: [3\n", ["vagrant.local.yml is not valid YAML", "line 1"]),
+        ("kube_version: 1.37\n", ["kube_version = 1.37 (from vagrant.local.yml)", "quote it"]),
+        ("- workers\n", ["vagrant.local.yml must hold a mapping"]),
         ("boxes:\n  virtualbox: {box: my/box}\n", ["boxes.virtualbox", "box and a version"]),
     ],
 )
 def test_bad_local_file_stops_vagrant_with_one_line(
     vagrant: str, project: Path, local: str, fragments: list[str]
 ) -> None:
-    (project / "cluster.local.yml").write_text(local)
+    (project / "vagrant.local.yml").write_text(local)
     assert_one_line_error(validate(project), *fragments)
 
 
@@ -333,7 +360,8 @@ def test_machines_as_vagrant_loads_them(vagrant_ruby: None, project: Path) -> No
         host = inv["all"]["hosts"][machine["name"]]
         assert machine["hostname"] == machine["name"]
         assert private_ip(machine) == host["k8s_node_ip"]
-        assert (machine["box"], machine["box_version"]) == ("bento/ubuntu-24.04", "202510.26.0")
+        pinned = versions.pins()["vagrant_boxes"]["virtualbox"]
+        assert (machine["box"], machine["box_version"]) == (pinned["box"], pinned["version"])
         assert machine["synced_folders"]["/vagrant"]["disabled"] is True
         assert machine["providers"] == ["virtualbox"]
         settings = [c[1] for c in machine["provider"]["customizations"]]
@@ -382,7 +410,7 @@ def test_libvirt_machines_with_gpu_and_tags(vagrant_ruby: None, project: Path) -
         "192.168.56.11", "192.168.56.12", "192.168.56.13", "192.168.56.21", "192.168.56.22",
     ]  # fmt: skip
     for machine in loaded:
-        assert machine["box"] == "cloud-image/ubuntu-24.04"
+        assert machine["box"] == versions.pins()["vagrant_boxes"]["libvirt"]["box"]
         assert (machine["provider"]["cpus"], machine["provider"]["memory"]) == (4, 8192)
     gpu = {"domain": "0x0000", "bus": "0x41", "slot": "0x00", "function": "0x0"}
     assert [{k: p[k] for k in gpu} for p in loaded[3]["provider"]["pcis"]] == [gpu]
@@ -471,7 +499,7 @@ def test_setup_vagrant_writes_flags_and_boots(vagrant: str, project: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "3 control planes + 4 workers = 7 VMs" in done.stdout
     assert "Each VM: 3 vCPUs, 6144 MiB" in done.stdout
-    written = yaml.safe_load((project / "cluster.local.yml").read_text())
+    written = yaml.safe_load((project / "vagrant.local.yml").read_text())
     assert written == {
         "control_planes": 3,
         "workers": 4,
@@ -483,20 +511,20 @@ def test_setup_vagrant_writes_flags_and_boots(vagrant: str, project: Path) -> No
 
 
 def test_setup_vagrant_dry_run_changes_nothing(vagrant: str, project: Path) -> None:
-    (project / "cluster.local.yml").write_text("workers: 3\n")
+    (project / "vagrant.local.yml").write_text("workers: 3\n")
     done = setup_vagrant(
         project, "-n", "1", "-K", "1.36.2", "--dry-run", PATH=f"{REPO / '.venv/bin'}:/usr/bin:/bin"
     )
     assert done.returncode == 0, done.stderr
     assert "1 control plane + 1 worker = 2 VMs" in done.stdout
     assert "Kubernetes 1.36.2" in done.stdout
-    assert (project / "cluster.local.yml").read_text() == "workers: 3\n"
+    assert (project / "vagrant.local.yml").read_text() == "workers: 3\n"
 
 
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["-b", "2", "-y"], {}, "control_planes = 2 (from cluster.local.yml) is even"),
+        (["-b", "2", "-y"], {}, "control_planes = 2 (from vagrant.local.yml) is even"),
         (["-m", "1024", "-y"], {}, "memory = 1024 MiB"),
         (["-n", "3", "-y"], {"K8S_WORKERS": "5"}, "-n/--workers 3 conflicts with K8S_WORKERS=5"),
         (["-n", "3"], {}, "no terminal to ask on; pass -y"),
@@ -505,7 +533,7 @@ def test_setup_vagrant_dry_run_changes_nothing(vagrant: str, project: Path) -> N
 def test_setup_vagrant_refuses_and_restores(
     vagrant: str, project: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
-    (project / "cluster.local.yml").write_text("workers: 3\n")
+    (project / "vagrant.local.yml").write_text("workers: 3\n")
     fake = fake_vagrant(project, vagrant)
     path = f"{REPO / '.venv/bin'}:{os.environ['PATH']}"
     done = setup_vagrant(project, *args, VAGRANT=str(fake), PATH=path, **env)
@@ -513,8 +541,18 @@ def test_setup_vagrant_refuses_and_restores(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("setup-vagrant: "), done.stderr
     assert message in lines[0]
-    assert (project / "cluster.local.yml").read_text() == "workers: 3\n"
+    assert (project / "vagrant.local.yml").read_text() == "workers: 3\n"
     assert not (project / "up-called").exists()
+
+
+def test_setup_vagrant_asks_to_rename_the_old_local_settings(project: Path) -> None:
+    (project / "cluster.local.yml").write_text("workers: 3\n")
+    done = setup_vagrant(project, "-n", "2", "-y")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("setup-vagrant: cluster.local.yml is now vagrant.local.yml: "
+                                   "rename it (mv cluster.local.yml vagrant.local.yml), then "
+                                   "run this again")
+    assert not (project / "vagrant.local.yml").exists()
 
 
 def test_setup_vagrant_rejects_a_non_number(project: Path) -> None:

@@ -17,14 +17,17 @@ import testinfra
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+from labctl import versions
+
 ROLES = Path(__file__).resolve().parents[2] / "roles"
 
 
 def role_vars(host: Any, role: str) -> dict[str, Any]:
-    """The role's literal defaults, overridden by the host's inventory variables."""
+    """The pins (versions.yml) and the role's literal defaults, overridden by the host's
+    inventory variables: the precedence the role itself sees."""
     defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
     plain = {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
-    return {**plain, **host.ansible.get_variables()}
+    return {**versions.pins(), **plain, **host.ansible.get_variables()}
 
 
 def _inventory(request: pytest.FixtureRequest) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+from labctl import versions
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -61,8 +63,9 @@ def inventory_runner(host: Any) -> AnsibleRunner:
 
 @pytest.fixture
 def host_vars(host: Any) -> dict[str, Any]:
-    """The current host's inventory variables (host and group vars, group_names, groups)."""
-    return host.ansible.get_variables()
+    """The current host's inventory variables (host and group vars, group_names, groups) over
+    the pins of versions.yml, which the roles read as defaults."""
+    return {**versions.pins(), **host.ansible.get_variables()}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from labctl import versions
 from labctl.k8s.api import ClusterError, _what, refusal
 
 Key = tuple[str, str | None, str]  # kind, namespace, name
@@ -119,7 +120,7 @@ class FakeApi:
     # --- the Api interface ----------------------------------------------------------------------
     def version(self) -> str:
         self._guard("get", "version")
-        return "v1.37.1"
+        return "v" + versions.get("kube_version")
 
     def create(self, doc: dict[str, Any]) -> None:
         kind, meta = doc["kind"], doc["metadata"]

@@ -88,14 +88,14 @@ def test_missing_image_is_one_line_with_the_build_command(require_docker: None) 
 @pytest.fixture(scope="module")
 def lab_image(require_docker: None) -> str:
     """The lab image from labs/Dockerfile; CI builds it (tests/support/build-images.sh)."""
-    probe = subprocess.run(["docker", "image", "inspect", dt.IMAGE], capture_output=True,
+    probe = subprocess.run(["docker", "image", "inspect", dt.default_image()], capture_output=True,
                            check=False)
     if probe.returncode != 0:
-        reason = f"image {dt.IMAGE} missing: labs/build-image.sh --base local/debian:12"
+        reason = f"image {dt.default_image()} missing: labs/build-image.sh --base local/debian:12"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(f"SKIPPED LOUDLY: {reason}")
-    return dt.IMAGE
+    return dt.default_image()
 
 
 def labctl(state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -17,11 +17,13 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from labctl import versions
 from labctl.errors import UsageError
 from labctl.k8s import api as k8s_api
 from labctl.k8s.api import Api, ClusterError, Conflict, Forbidden
 
-VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.1", "gitCommit": "x",
+KUBE = versions.get("kube_version")
+VERSION = {"major": "1", "minor": KUBE.split(".")[1], "gitVersion": f"v{KUBE}", "gitCommit": "x",
            "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
            "compiler": "gc", "platform": "linux/amd64"}
 JOB = {"apiVersion": "batch/v1", "kind": "Job",
@@ -96,7 +98,7 @@ def test_version_and_create_send_the_manifest_unchanged(server) -> None:
     fake, api = server
     fake.routes[("POST", "/apis/batch/v1/namespaces/ns/jobs")] = (201, "echo")
     fake.routes[("POST", "/api/v1/namespaces")] = (201, "echo")
-    assert api.version() == "v1.37.1"
+    assert api.version() == f"v{KUBE}"
     api.create(JOB)
     api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}})
     method, path, _, body = fake.requests[1]

@@ -8,6 +8,7 @@ the behaviour the fake encodes. It is not evidence that a real cluster behaves s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -172,7 +173,7 @@ def test_pods_that_cannot_start_fail_the_run_and_leave_nothing(fake_labs: Path) 
     api = FakeApi(scripts=async_scripts(**{
         "fake-async-worker-1": [Attempt(waiting="ImagePullBackOff")]}))
     with pytest.raises(ClusterError, match=r"pod fake-async-worker-1-\d+ cannot pull image "
-                                           r"tensorflow/tensorflow:2\.21\.0 from docker\.io "
+                                           + re.escape(m.tf_image()) + r" from docker\.io "
                                            r"\(ImagePullBackOff: pull access denied\): pre-pull"):
         run_lab(api)
     assert api.made("delete")[-1].startswith("Namespace/tf-04-")
@@ -327,15 +328,15 @@ def pull_waiting(api: FakeApi, reason: str, message: str) -> None:
         "name": "w-0-abc", "namespace": "ns",
         "labels": {"batch.kubernetes.io/job-name": "w-0", m.LABEL_RUN: "r"}},
         "status": {"phase": "Pending", "containerStatuses": [{
-            "image": "tensorflow/tensorflow:2.21.0-gpu", "state": {"waiting": {
+            "image": "tensorflow/tensorflow:9.9.9-gpu", "state": {"waiting": {
                 "reason": reason, "message": message}}}]}})
 
 
 # The kubelet's words (containerd's error, then the back-off that repeats it).
-NOT_FOUND = ('failed to pull and unpack image "docker.io/tensorflow/tensorflow:2.21.0-gpu": '
-             'failed to resolve reference "docker.io/tensorflow/tensorflow:2.21.0-gpu": '
-             'docker.io/tensorflow/tensorflow:2.21.0-gpu: not found')
-RATE_LIMIT = ('Back-off pulling image "tensorflow/tensorflow:2.21.0-gpu": ErrImagePull: '
+NOT_FOUND = ('failed to pull and unpack image "docker.io/tensorflow/tensorflow:9.9.9-gpu": '
+             'failed to resolve reference "docker.io/tensorflow/tensorflow:9.9.9-gpu": '
+             'docker.io/tensorflow/tensorflow:9.9.9-gpu: not found')
+RATE_LIMIT = ('Back-off pulling image "tensorflow/tensorflow:9.9.9-gpu": ErrImagePull: '
               'failed to copy: httpReadSeeker: failed open: unexpected status code '
               'https://registry-1.docker.io/v2/tensorflow/tensorflow/manifests/sha256:0: '
               '429 Too Many Requests - Server message: toomanyrequests: You have reached your '
@@ -346,7 +347,7 @@ def test_wait_started_fails_fast_on_an_image_that_does_not_exist() -> None:
     api = FakeApi()
     pull_waiting(api, "ErrImagePull", NOT_FOUND)
     with pytest.raises(ClusterError, match=r"pod w-0-abc cannot pull image tensorflow/tensorflow"
-                                           r":2\.21\.0-gpu from docker\.io \(ErrImagePull: .*"
+                                           r":9\.9\.9-gpu from docker\.io \(ErrImagePull: .*"
                                            r"not found\): pre-pull the lab images"):
         waits.wait_started(api, "ns", f"{m.LABEL_RUN}=r", ["w-0"], lambda _t: None,
                              sleep=lambda _s: None)
@@ -406,7 +407,7 @@ def test_a_rate_limited_pull_is_retried_until_the_deadline() -> None:
                              timeout_s=3600, clock=lambda: now[0], sleep=tick)
     assert max(seen) >= waits.PULL_RETRY_S - 20
     assert str(caught.value).startswith(
-        "pod w-0-abc cannot pull image tensorflow/tensorflow:2.21.0-gpu from docker.io for "
+        "pod w-0-abc cannot pull image tensorflow/tensorflow:9.9.9-gpu from docker.io for "
         "300 s (ImagePullBackOff: Back-off pulling image")
     assert "429 Too Many Requests" in str(caught.value)
 
@@ -420,9 +421,9 @@ def test_a_pull_that_succeeds_on_retry_lets_the_run_go_on(fake_labs: Path) -> No
 
 
 @pytest.mark.parametrize("image, registry", [
-    ("tensorflow/serving:2.21.0", "docker.io"), ("busybox", "docker.io"),
+    ("tensorflow/serving:1.0", "docker.io"), ("busybox", "docker.io"),
     ("registry.k8s.io/pause:3.10", "registry.k8s.io"), ("localhost/tf-lab:1", "localhost"),
-    ("mirror.lan:5000/tensorflow/tensorflow:2.21.0", "mirror.lan:5000")])
+    ("mirror.lan:5000/tensorflow/tensorflow:1.0", "mirror.lan:5000")])
 def test_the_registry_of_an_image(image: str, registry: str) -> None:
     assert waits.registry(image) == registry
 
@@ -463,7 +464,7 @@ def test_the_collector_runs_where_the_lab_ran_and_pulls_nothing(fake_labs: Path)
 
 @pytest.mark.parametrize("collector, reason", [
     ("garbled", "the collector's output is not a complete archive"),
-    ("ErrImagePull", "cannot pull image tensorflow/tensorflow:2.21.0 from docker.io"),
+    ("ErrImagePull", f"cannot pull image {m.tf_image()} from docker.io"),
 ])
 def test_a_failed_copy_keeps_the_training_verdict_and_says_how_to_copy(
         fake_labs: Path, capsys: pytest.CaptureFixture[str], collector: str,

@@ -79,7 +79,7 @@ def test_lab11_exports_versions_whose_signature_fits_the_rest_client(
     fake._put({"kind": "Pod", "metadata": {"name": "digits-serving-1", "namespace": "ns",
                                            "labels": {"app": "digits-serving"}},
                "status": {"phase": "Pending", "containerStatuses": [{
-                   "image": "tensorflow/serving:2.21.0", "state": {"waiting": {
+                   "image": "tensorflow/serving:1.0.0", "state": {"waiting": {
                        "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}})
     monkeypatch.setattr(k8s_api, "Api", lambda *_: fake)
     with pytest.raises(check.checks.Failed, match=r"TF Serving pod digits-serving-1 cannot "

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 from k8s_support import by_kind, load, pod_specs, render
 
+from labctl import versions
 from labctl.k8s import manifests as m
 from labctl.k8s import optional
 from labctl.labs import labs_dir
@@ -48,7 +49,7 @@ def test_every_render_validates_strictly_against_kubernetes_1_37(name: str) -> N
     for label, docs in renders(name):
         for doc in docs:
             try:
-                kubernetes_validate.validate(doc, m.KUBE_VERSION, strict=True)
+                kubernetes_validate.validate(doc, versions.get("kube_version"), strict=True)
             except kubernetes_validate.ValidationError as err:
                 pytest.fail(f"{name} [{label}] {doc['kind']}/{doc['metadata']['name']}: "
                             f"{err.message} at {'.'.join(map(str, err.path))}")
@@ -252,7 +253,7 @@ def test_gpu_only_where_the_lab_asks_for_it(name: str) -> None:
         limits = container["resources"]["limits"]
         assert (limits.get(m.GPU_RESOURCE) == "1") == gpu
         assert (pod.get("runtimeClassName") == m.RUNTIME_CLASS) == gpu
-        assert container["image"] == (m.GPU_IMAGE if gpu else m.CPU_IMAGE)
+        assert container["image"] == m.tf_image(gpu)
 
 
 @pytest.mark.parametrize("name", LABS)

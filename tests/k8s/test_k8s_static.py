@@ -13,7 +13,7 @@ import pytest
 import yaml
 from k8s_support import load
 
-from labctl.k8s import manifests as m
+from labctl import versions
 from labctl.k8s import static
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_static_files_validate_strictly(entry: static.StaticDir) -> None:
         if file.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(file.read_text()):
-            kubernetes_validate.validate(doc, m.KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(doc, versions.get("kube_version"), strict=True)
 
 
 @pytest.mark.parametrize("entry", static.DIRS, ids=lambda d: d.path)

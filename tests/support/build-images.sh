@@ -2,7 +2,7 @@
 # Build the local test images without pulling anything:
 #   local/debian:12          debootstrap minbase from the host's apt mirror, docker import
 #   local/<dir>:latest       every tests/images/<dir>/Dockerfile, in the order below
-#   local/tf-lab:2.21.0      the lab image (labs/Dockerfile) on the local base, for --target docker
+#   local/tf-lab:<tf>        the lab image (labs/Dockerfile) on the local base, for --target docker
 # Docker's build cache makes a re-run cheap. Extra CA certificates of the host (a TLS-intercepting
 # proxy, a corporate CA) are handed to image builds that need PyPI, as users behind proxies need.
 set -euo pipefail

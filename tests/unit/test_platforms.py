@@ -14,7 +14,7 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from labctl import platforms
+from labctl import platforms, versions
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -79,7 +79,9 @@ def test_an_unsupported_laptop_really_has_no_tensorflow(tmp_path: Path) -> None:
 
 
 def test_tensorflow_cpu_is_chosen_only_where_it_exists() -> None:
-    assert "tensorflow-cpu==2.21.0" in requirements("linux", "x86_64", "3.11")
+    """And at versions.yml's tensorflow_version: pyproject.toml cannot read that file."""
+    tf = versions.get("tensorflow_version")
+    assert f"tensorflow-cpu=={tf}" in requirements("linux", "x86_64", "3.11")
     for where in (("linux", "aarch64"), ("darwin", "arm64"), ("win32", "AMD64")):
         names = requirements(*where, "3.11")
-        assert "tensorflow==2.21.0" in names and "tensorflow-cpu==2.21.0" not in names
+        assert f"tensorflow=={tf}" in names and f"tensorflow-cpu=={tf}" not in names

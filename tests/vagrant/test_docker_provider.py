@@ -1,7 +1,7 @@
 """The real Vagrantfile booted end to end with Vagrant's docker provider.
 
 Two clusters, one after the other, each in a copy of the project files in a temporary directory
-(its own .vagrant state and inventory; no cluster.local.yml, no K8S_* from the caller):
+(its own .vagrant state and inventory; no vagrant.local.yml, no K8S_* from the caller):
 
 - the default 1 control plane + 2 workers, provisioned with the stages that need no download
   beyond Debian's mirror: common, containerd and etcd from Debian's packages, loadbalancer;
@@ -35,9 +35,9 @@ from prereqs import missing
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.prefix) / "bin"
-PROJECT_FILES = ["Vagrantfile", "cluster.yml", "ansible.cfg"]
+PROJECT_FILES = ["Vagrantfile", "vagrant.yml", "versions.yml", "ansible.cfg"]
 PROJECT_DIRS = ["playbooks", "inventory/vagrant/group_vars"]
-IMAGE = "local/debian-sshd:latest"  # cluster.yml's boxes.docker
+IMAGE = "local/debian-sshd:latest"  # versions.yml's vagrant_boxes.docker
 LABEL = "tf-k8s-workshop.project"  # the Vagrantfile's DOCKER_LABEL
 # The sources CI can reach: Debian's packages instead of the upstream releases. Debian's
 # containerd is 1.6, which Kubernetes supports up to 1.35 (the containerd role refuses newer).
@@ -56,7 +56,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 @dataclass(frozen=True)
 class Config:
     name: str
-    env: dict[str, str]  # K8S_* settings beyond cluster.yml's defaults
+    env: dict[str, str]  # K8S_* settings beyond vagrant.yml's defaults
     stages: tuple[str, ...]  # K8S_ANSIBLE_TAGS, and the testinfra --stages (plus `cluster`)
     proven: tuple[str, ...]  # tests/infra modules that must pass at least one check here
     nodes: dict[str, str]  # node name -> private address
