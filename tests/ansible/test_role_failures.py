@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from venv_run import run
+from venv_run import REPO, run
 
 from labctl import versions
 
@@ -28,7 +28,11 @@ pytestmark = pytest.mark.slow
 KUBE = versions.get("kube_version")
 KUBE_MINOR = ".".join(KUBE.split(".")[:2])
 CONTAINERD = versions.get("containerd_release_version")
-CLUSTER = {"kube_version": KUBE, "kube_cni": "flannel", "kube_pod_subnet": "10.244.0.0/16"}
+# The cluster-wide variables these roles read (inventory/*/group_vars/all); etcd's client files
+# come from the sample inventory itself.
+ETCD_VARS = yaml.safe_load((REPO / "inventory/sample/group_vars/all/etcd.yml").read_text())
+CLUSTER = {"kube_version": KUBE, "kube_cni": "flannel", "kube_pod_subnet": "10.244.0.0/16",
+           **{k: v for k, v in ETCD_VARS.items() if k.startswith("etcd_external_")}}
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,16 @@ def test_rebuilt_member_joins_the_running_cluster(rendered: tuple[Cluster, Path]
         assert peers[0] == f"{first}=https://{first_ip}:2380"
 
 
-def test_etcd_client_files_are_where_kubeadm_looks() -> None:
+def test_etcd_client_files_are_one_cluster_wide_setting() -> None:
+    """Where kube-apiserver's etcd client files live is written once per inventory
+    (group_vars/all), never as a role default: the etcd role writes the files there, the
+    control_plane role points kubeadm there (test_templates checks the rendered config)."""
+    names = {f"etcd_external_{part}_file" for part in ("ca", "cert", "key")}
+    for inventory in ("sample", "vagrant"):
+        path = REPO / "inventory" / inventory / "group_vars/all/etcd.yml"
+        assert names <= set(yaml.safe_load(path.read_text())), inventory
     etcd, cp = defaults("etcd"), defaults("control_plane")
-    for part in ("ca", "cert", "key"):
-        assert etcd[f"etcd_apiserver_{part}_file"] == cp[f"control_plane_etcd_{part}_file"]
+    assert not names & (set(etcd) | set(cp))
     assert etcd["etcd_client_port"] == cp["control_plane_etcd_client_port"]
 
 

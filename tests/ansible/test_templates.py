@@ -92,6 +92,14 @@ def role_layer() -> dict[str, Any]:
     return merged
 
 
+def sample_group_vars() -> dict[str, Any]:
+    """The sample inventory's cluster-wide variables (group_vars/all)."""
+    merged: dict[str, Any] = {}
+    for path in sorted((REPO / "inventory/sample/group_vars/all").glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
 def write_inventory(cluster: Cluster, root: Path) -> Path:
     host_vars = {
         name: {
@@ -123,6 +131,7 @@ def write_inventory(cluster: Cluster, root: Path) -> Path:
         "kube_apiserver_port": 6443,
         "loadbalancer_port": 8443,
         "etcd_external": True,
+        **{k: v for k, v in sample_group_vars().items() if k.startswith("etcd_external_")},
         "common_ntp_servers": ["ntp.example.org"],
         "control_plane_kubelet_config": {"serverTLSBootstrap": True},
         "render_containerd_versions": CONTAINERD_VERSIONS,
@@ -334,7 +343,7 @@ def test_registry_mirrors_hosts_toml(rendered: Any) -> None:
             for endpoint in endpoints:
                 assert hosts["host"][endpoint] == {"capabilities": ["pull", "resolve"]}
             assert set(hosts) <= {"server", "host"}
-    assert out[cluster.first]["derived"]["containerd_registry_files"] == [
+    assert out[cluster.first]["derived"]["_containerd_registry_files"] == [
         f"/etc/containerd/certs.d/{r}/hosts.toml" for r in sorted(MIRRORS)
     ]
 
@@ -356,13 +365,13 @@ def test_pod_network_matches_kubeadm(rendered: Any) -> None:
 def test_versions_are_pinned(rendered: Any) -> None:
     cluster, out = rendered
     derived = out[cluster.first]["derived"]
-    assert derived["kubernetes_apt_repo_url"] == "https://pkgs.k8s.io/core:/stable:/v1.37/deb/"
-    assert derived["kubernetes_apt_key_url"].endswith("/v1.37/deb/Release.key")
-    assert derived["kubernetes_package_specs"] == [
+    assert derived["_kubernetes_apt_repo_url"] == "https://pkgs.k8s.io/core:/stable:/v1.37/deb/"
+    assert derived["_kubernetes_apt_key_url"].endswith("/v1.37/deb/Release.key")
+    assert derived["_kubernetes_package_specs"] == [
         f"{p}={KUBE_VERSION}-*" for p in ("kubelet", "kubeadm", "kubectl")
     ]
     release = re.compile(r"/releases/download/v\d+\.\d+\.\d+/")
-    for artifact in derived["containerd_release_artifacts"]:
+    for artifact in derived["_containerd_release_artifacts"]:
         assert release.search(artifact["url"]), artifact["url"]
         assert artifact["checksum_url"].startswith(artifact["url"].rsplit("/", 1)[0])
     assert release.search(derived["cni_flannel_manifest_url"])
@@ -379,7 +388,7 @@ def test_versions_are_pinned(rendered: Any) -> None:
 def test_private_cidr_check_accepts_every_node(rendered: Any) -> None:
     cluster, out = rendered
     for host in cluster.nodes:
-        assert out[host]["derived"]["common_ip_in_private_cidr"] in (True, "True")
+        assert out[host]["derived"]["_common_ip_in_private_cidr"] in (True, "True")
 
 
 def load_flannel_filter() -> Any:

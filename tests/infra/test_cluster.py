@@ -200,8 +200,8 @@ def test_etcd_healthy_with_tls(request: pytest.FixtureRequest, first_cp: Any) ->
     # The API server's own client certificate, against every member: what kube-apiserver sees.
     with first_cp.sudo():
         out = first_cp.run(
-            f"etcdctl --dial-timeout=3s --cacert={v['etcd_apiserver_ca_file']} "
-            f"--cert={v['etcd_apiserver_cert_file']} --key={v['etcd_apiserver_key_file']} "
+            f"etcdctl --dial-timeout=3s --cacert={v['etcd_external_ca_file']} "
+            f"--cert={v['etcd_external_cert_file']} --key={v['etcd_external_key_file']} "
             f"--endpoints={endpoints} endpoint health --write-out=json"
         )
     assert out.rc == 0, out.stderr

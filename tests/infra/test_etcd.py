@@ -103,11 +103,11 @@ def test_apiserver_client_cert_is_accepted(host: Any) -> None:
     v = _vars(host)
     if host.backend.host not in v["groups"].get("kube_control_plane", []):
         pytest.skip(f"{host.backend.host} is not a control-plane node")
-    key = host.file(v["etcd_apiserver_key_file"])
+    key = host.file(v["etcd_external_key_file"])
     assert key.mode == 0o600
     out = host.run(
-        f"etcdctl --cacert={v['etcd_apiserver_ca_file']} "
-        f"--cert={v['etcd_apiserver_cert_file']} --key={v['etcd_apiserver_key_file']} "
+        f"etcdctl --cacert={v['etcd_external_ca_file']} "
+        f"--cert={v['etcd_external_cert_file']} --key={v['etcd_external_key_file']} "
         f"--endpoints={_url(v)} endpoint health"
     )
     assert out.rc == 0, out.stderr
