@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prereqs import docker_available, missing, vagrant_path
+from _prereqs import docker_available, missing, vagrant_path
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The roles' calls to the Kubernetes API, run for real against an API-server stand-in.
 
 Each case runs a role's own tasks (kubernetes.core modules, kubectl) on this machine with a
-kubeconfig pointing at tests/ansible/apiserver_standin.py, and with the Python the control_plane
+kubeconfig pointing at tests/ansible/_apiserver.py, and with the Python the control_plane
 role makes for them (its kube_client.yml: a virtualenv with the pinned kubernetes client). What
 is proven: the module arguments and wait conditions can be satisfied by the objects each call
 creates, each call reaches the objects it should, and the pinned client runs them. Not proven:
@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import apiserver_standin
+import _apiserver
 import pytest
 import yaml
+from _apiserver import ApiServer
 from _csr import csr, ip_san, own_sans
 from _tasks import tasks_with_vars
-from apiserver_standin import ApiServer
-from venv_run import run
+from _venv import run
 
 from labctl import versions
 
@@ -86,7 +86,7 @@ def test_a_failed_smoke_pod_is_reported_by_the_role(
     tmp_path: Path, api: ApiServer, kube_client_python: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not a wait that sits out its timeout on a pod that has already failed."""
-    monkeypatch.setattr(apiserver_standin, "FAILING_PODS", {"nfs-smoke-reader"})
+    monkeypatch.setattr(_apiserver, "FAILING_PODS", {"nfs-smoke-reader"})
     extra = {"nfs_provisioner_kubeconfig": str(tmp_path / "kubeconfig"),
              "nfs_provisioner_wait_timeout": 60}
     started = time.monotonic()

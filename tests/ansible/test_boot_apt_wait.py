@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from systemd_node import role_play, systemd_node
-from venv_run import run
+from _systemd_node import role_play, systemd_node
+from _venv import run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BUSY_S = 15

@@ -18,8 +18,8 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from systemd_node import systemd_node
-from venv_run import REPO, run
+from _systemd_node import systemd_node
+from _venv import REPO, run
 
 from labctl import versions
 from labctl.k8s.static import images

@@ -5,7 +5,7 @@ manifests, workflows."""
 from __future__ import annotations
 
 import pytest
-from venv_run import run
+from _venv import run
 
 # ansible-lint loads every role, playbook and collection it meets: tens of seconds.
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from _csr import csr, ip_san, own_sans
-from _services import HA, docs, render
+from _render_services import HA, docs, render
 from cryptography.x509 import DNSName, RFC822Name
 from kubernetes_validate import utils as kv
 

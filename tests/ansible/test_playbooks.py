@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from venv_run import run
+from _venv import run
 
 from labctl import versions
 

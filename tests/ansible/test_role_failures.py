@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from venv_run import REPO, run
+from _venv import REPO, run
 
 from labctl import versions
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _services import HA, NAT_ADDRESS, SINGLE, Cluster, env_file, render, text
+from _render_services import HA, NAT_ADDRESS, SINGLE, Cluster, env_file, render, text
 
 from labctl import versions
 

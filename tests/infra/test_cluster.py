@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _svc import group_hosts, host_named, role_vars, vars_of, wait_for
+from _infra import group_hosts, host_named, role_vars, vars_of, wait_for
 from conftest import selected_stages
 from test_nvidia_gpu import FIND_GPU
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _svc import role_vars
+from _infra import role_vars
 from conftest import require_group
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "roles" / "containerd" / "defaults" / "main.yml"

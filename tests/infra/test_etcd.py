@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _svc import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
+from _infra import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
 
 testinfra_hosts = ["ansible://etcd"]
 

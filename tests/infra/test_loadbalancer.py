@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 import pytest
-from _svc import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
+from _infra import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
 from conftest import selected_stages
 
 testinfra_hosts = ["ansible://kube_control_plane"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _svc import role_vars
+from _infra import role_vars
 
 testinfra_hosts = ["ansible://gpu_nodes"]
 

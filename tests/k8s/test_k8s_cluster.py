@@ -1,4 +1,4 @@
-"""`labctl run --target k8s` logic against an in-memory fake cluster (tests/k8s/fake_cluster.py).
+"""`labctl run --target k8s` logic against an in-memory fake cluster (tests/k8s/_fake_cluster.py).
 
 A mock: this proves labctl's decisions (preflight before anything is created, rollback, which
 Jobs are deleted when, what a task's exit code is, results copied back, clean-up by label) under
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_cluster import Attempt, FakeApi
-from k8s_support import load
+from _fake_cluster import Attempt, FakeApi
+from _manifests import load
 
 from labctl import rundir
 from labctl.job import JobSpec

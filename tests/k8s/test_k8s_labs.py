@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from fake_cluster import FakeApi
+from _fake_cluster import FakeApi
 
 REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"

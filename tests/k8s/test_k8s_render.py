@@ -13,7 +13,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from k8s_support import by_kind, load, pod_specs, render
+from _manifests import by_kind, load, pod_specs, render
 
 from labctl import versions
 from labctl.k8s import manifests as m

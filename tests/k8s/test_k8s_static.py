@@ -11,7 +11,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_support import load
+from _manifests import load
 
 from labctl import versions
 from labctl.k8s import static

@@ -1,6 +1,6 @@
 """The lab checks judge what a run left behind, and they fail when it is wrong: each case builds a
 small run directory by hand (one fault in it: a graph, a trace, a checkpoint written by
-tests/labs/bundle.py, a run record) and runs the real check script on it. No TensorFlow: the
+tests/labs/_bundle.py, a run record) and runs the real check script on it. No TensorFlow: the
 same checks on real runs, with mistakes made in the programs, are in test_mistakes.py."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 LABS = REPO / "labs"
 sys.path.insert(0, str(LABS))
 
-import bundle  # noqa: E402
+import _bundle  # noqa: E402
 from labkit import data  # noqa: E402
 from labkit.checks import ancestors, executed_on, graph_nodes, parse_pbtxt  # noqa: E402
 
@@ -187,13 +187,13 @@ def test_weights_trained_here_pass_and_random_weights_fail_lab07(tmp_path: Path)
     meta = {"counts": {"worker": 2}, "args": {"steps": 400}}
     good = make_run(tmp_path / "good", "07", {}, meta=meta)
     for i in range(2):
-        bundle.write(good / "output" / f"checkpoints/worker-{i}/weights",
+        _bundle.write(good / "output" / f"checkpoints/worker-{i}/weights",
                      tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
     code, out = check("07-multi-worker-mirrored", good)
     assert code == 0 and out[0].startswith("PASS: test accuracy 0.97"), out
     # The copies differ in one weight by one step of Adam: not an all-reduce.
     off = {**WEIGHTS, "b2": WEIGHTS["b2"] + np.float32(1e-3)}
-    bundle.write(good / "output" / "checkpoints/worker-1/weights",
+    _bundle.write(good / "output" / "checkpoints/worker-1/weights",
                  tf2(off, **{"optimizer/_iterations": 400}))
     code, out = check("07-multi-worker-mirrored", good)
     assert code == 1 and out[0] == ("FAIL: worker-1's weights differ from worker-0's (b2; "
@@ -203,7 +203,7 @@ def test_weights_trained_here_pass_and_random_weights_fail_lab07(tmp_path: Path)
     rng = np.random.default_rng(1)
     noise = {k: rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in WEIGHTS.items()}
     for i in range(2):
-        bundle.write(bad / "output" / f"checkpoints/worker-{i}/weights",
+        _bundle.write(bad / "output" / f"checkpoints/worker-{i}/weights",
                      tf2(noise, **{"optimizer/_iterations": 400}))
     code, out = check("07-multi-worker-mirrored", bad)
     assert code == 1 and re.fullmatch(r"FAIL: the trained weights \(checkpoints/worker-0/weights"
@@ -212,14 +212,14 @@ def test_weights_trained_here_pass_and_random_weights_fail_lab07(tmp_path: Path)
 
 def test_lab07_needs_one_copy_per_worker_and_every_step(tmp_path: Path) -> None:
     run = make_run(tmp_path, "07", {}, meta={"counts": {"worker": 3}, "args": {"steps": 400}})
-    bundle.write(run / "output" / "checkpoints/worker-0/weights",
+    _bundle.write(run / "output" / "checkpoints/worker-0/weights",
                  tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
-    bundle.write(run / "output" / "checkpoints/worker-1/weights",
+    _bundle.write(run / "output" / "checkpoints/worker-1/weights",
                  tf2(WEIGHTS, **{"optimizer/_iterations": 350}))
     code, out = check("07-multi-worker-mirrored", run)
     assert code == 1 and out[0] == ("FAIL: the last checkpoint (weights) is at step 350, the run "
                                     "asked for 400"), out
-    bundle.write(run / "output" / "checkpoints/worker-1/weights",
+    _bundle.write(run / "output" / "checkpoints/worker-1/weights",
                  tf2(WEIGHTS, **{"optimizer/_iterations": 400}))
     code, out = check("07-multi-worker-mirrored", run)
     assert code == 1 and out[0] == ("FAIL: worker-2 wrote no copy of its weights "
@@ -242,7 +242,7 @@ def test_lab06_reads_placement_from_the_checkpoint_shards(tmp_path: Path, shards
     tensors = tf2(WEIGHTS, save_counter=12, global_step=600)
     where = {f"weights/{k}/.ATTRIBUTES/VARIABLE_VALUE": v for k, v in shards.items()}
     where["global_step/.ATTRIBUTES/VARIABLE_VALUE"] = 1
-    bundle.write(run / "output" / "checkpoints" / "ckpt-600", tensors, where)
+    _bundle.write(run / "output" / "checkpoints" / "ckpt-600", tensors, where)
     code, out = check("06-parameter-server-strategy", run)
     if reason is None:
         assert code == 0 and out[0].startswith("PASS: test accuracy 0.97"), out
@@ -272,7 +272,7 @@ def test_a_checkpoint_cut_short_is_refused_with_a_reason(tmp_path: Path) -> None
     run = make_run(tmp_path, "04", {}, meta={"counts": {"ps": 1, "worker": 2},
                                              "args": {"steps": 600}})
     prefix = run / "output" / "checkpoints" / "model.ckpt-600"
-    bundle.write(prefix, {**WEIGHTS, "global_step": np.array(600, np.int64)})
+    _bundle.write(prefix, {**WEIGHTS, "global_step": np.array(600, np.int64)})
     data_file = Path(f"{prefix}.data-00000-of-00001")
     data_file.write_bytes(data_file.read_bytes()[:100])
     code, out = check("04-between-graph-async", run)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labrun import REPO, labctl
+from _labrun import REPO, labctl
 
 pytestmark = [pytest.mark.labs, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labrun import REPO, labctl
+from _labrun import REPO, labctl
 
 LABS = REPO / "labs"
 LAB_DIRS = sorted(p.name for p in LABS.glob("0[1-7]-*"))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from labrun import REPO, labctl
+from _labrun import REPO, labctl
 
 pytestmark = [pytest.mark.labs, pytest.mark.slow]
 

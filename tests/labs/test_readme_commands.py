@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from labrun import REPO
+from _labrun import REPO
 
 LABS = sorted(p for p in (REPO / "labs").glob("0[1-7]-*"))
 SECTIONS = ("## Run it", "## Check it")

@@ -8,7 +8,7 @@ containers. Without Docker the tests skip loudly; in CI (CI=true) that is a fail
 from __future__ import annotations
 
 import pytest
-from venv_run import REPO, run
+from _venv import REPO, run
 
 SCENARIOS = sorted(p.parent.name for p in (REPO / "molecule").glob("*/molecule.yml"))
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from labctl_testing import LABCTL, labctl_env, leftovers
+from _labctl import LABCTL, labctl_env, leftovers
 
 
 @pytest.fixture

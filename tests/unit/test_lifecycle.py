@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labctl_testing import (
+from _labctl import (
     FIXTURES,
     LABCTL,
     alive,

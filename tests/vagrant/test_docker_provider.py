@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prereqs import missing
+from _prereqs import missing
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.prefix) / "bin"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prereqs import missing
-from venv_run import run
+from _prereqs import missing
+from _venv import run
 
 from labctl import versions
 
@@ -341,7 +341,7 @@ def vagrant_ruby(vagrant: str) -> None:
 
 def machines(project: Path, provider: str, **env: str) -> list[dict]:
     done = in_project(
-        project, "ruby", str(REPO / "tests/ansible/vagrant_config.rb"), provider, **env
+        project, "ruby", str(REPO / "tests/vagrant/vagrant_config.rb"), provider, **env
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

@@ -1,7 +1,7 @@
 # Prints, as JSON, what Vagrant makes of the Vagrantfile in the current directory: every
 # machine's box, hostname, networks, provider settings, provisioners and triggers, as loaded by
-# Vagrant's own code (no provider has to be installed). Used by tests/ansible/test_vagrant.py:
-#   ruby tests/ansible/vagrant_config.rb PROVIDER
+# Vagrant's own code (no provider has to be installed). Used by tests/vagrant/test_vagrant_config.py:
+#   ruby tests/vagrant/vagrant_config.rb PROVIDER
 gem "vagrant"
 require "vagrant"
 require "json"

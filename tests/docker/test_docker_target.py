@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from k8s_support import by_kind, load, render
+from _manifests import by_kind, load, render
 
 from labctl import docker_target as dt
 from labctl import rundir

@@ -1,4 +1,4 @@
-"""Helpers shared by the k8s tests."""
+"""Rendering a lab's manifests, for the k8s and docker target tests."""
 
 from __future__ import annotations
 
