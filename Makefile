@@ -59,6 +59,7 @@ bench: venv ## benchmark labs 04-07 (wall time, startup, steps/s, time to 0.95)
 	$(BIN)/python -m labctl.bench
 
 verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)
+	$(if $(filter environment%,$(origin STAGES)),$(error STAGES is set in the environment, which would narrow a full verify silently: unset it, or pass it on the command line (make verify STAGES=...)))
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) \
 	  --connection=ansible --sudo $(if $(STAGES),--stages $(STAGES))
 

@@ -53,10 +53,22 @@ def vars_of(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
     return AnsibleRunner(_inventory(request)).get_variables(name)
 
 
+class ByDesign(pytest.skip.Exception):
+    """A skip the full run accepts: the check does not apply to this host or topology."""
+
+    __module__ = "builtins"  # reported as "ByDesign: <reason>", as pytest does for Skipped
+
+
+def skip_by_design(reason: str) -> None:
+    raise ByDesign(reason)
+
+
 def require_disruptive() -> None:
     """Tests that stop services run only where that is allowed (Molecule sets it)."""
     if os.environ.get("INFRA_DISRUPTIVE") != "1":
-        pytest.skip("stops services on purpose; set INFRA_DISRUPTIVE=1 to run it on this cluster")
+        skip_by_design(
+            "stops services on purpose; set INFRA_DISRUPTIVE=1 to run it on this cluster"
+        )
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:

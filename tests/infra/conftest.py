@@ -1,42 +1,54 @@
-"""Selection and shared fixtures for the testinfra suite (tests/infra).
+"""Selection, the full run's skip rule, and shared fixtures of the testinfra suite (tests/infra).
 
-Every module is named `test_<stage>.py` after the role (playbook stage) it checks. Which stages
-run: `--stages a,b` if given; else, under Molecule, the scenario's name; else all of them (a full
-cluster, `make verify`). Modules of other stages are skipped with the reason, never passed.
+Which checks run: `--stages a,b` (`make verify STAGES=a,b`, Molecule's verifier options) names
+roles or stages of playbooks/ (tests/infra/_stages.py); an unknown name is an error. Modules of
+other stages are skipped with the reason. Without --stages every check runs (`make verify` on a
+whole cluster), and then a skip is a failure unless it is one of the documented by-design ones,
+raised through `skip_by_design`:
+  - the host is not in the group the check is about;
+  - the inventory's topology has no such thing: no host in gpu_nodes, kubeadm's stacked etcd,
+    one control-plane node (no VIP), too few etcd members for the check;
+  - a disruptive check without INFRA_DISRUPTIVE=1;
+  - the no-GPU check on a host that has a GPU;
+  - a Molecule stand-in's check on a real cluster.
+So a check that cannot run on a cluster that should allow it ("no NVIDIA device" on a gpu_nodes
+host, "no admin kubeconfig") fails the full run instead of leaving it green.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Generator
 from typing import Any
 
 import pytest
+from _infra import ByDesign, skip_by_design
+from _stages import module_stage, resolve
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 from labctl import versions
+
+SELECTED = pytest.StashKey[frozenset[str] | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--stages",
         default="",
-        help="comma-separated stages (roles) whose test_<stage>.py modules run; default: all, "
-        "or the Molecule scenario's name under Molecule",
+        help="comma-separated roles or stages of playbooks/ whose checks run (default: all, "
+        "and any skip that is not by design fails)",
     )
 
 
-def selected_stages(config: pytest.Config) -> set[str] | None:
-    """The stages to run, or None for all of them."""
-    option = str(config.getoption("--stages") or "")
-    if option:
-        return {s.strip() for s in option.split(",") if s.strip()}
-    scenario = os.environ.get("MOLECULE_SCENARIO_NAME")
-    return {scenario} if scenario else None
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[SELECTED] = resolve(str(config.getoption("--stages") or ""))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
-def module_stage(path: Path) -> str:
-    return path.stem.removeprefix("test_")
+def selected_stages(config: pytest.Config) -> frozenset[str] | None:
+    """The stages (roles, or `cluster`) to run, or None for all of them."""
+    return config.stash[SELECTED]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,6 +60,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if stage not in stages:
             reason = f"stage {stage!r} not selected (stages: {', '.join(sorted(stages))})"
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if (
+        report.skipped
+        and selected_stages(item.config) is None
+        and not (call.excinfo and isinstance(call.excinfo.value, ByDesign))
+    ):
+        reason = str(call.excinfo.value) if call.excinfo else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in a full run, which allows only by-design skips: {reason}"
+    return report
 
 
 def inventory_runner(host: Any) -> AnsibleRunner:
@@ -89,4 +117,4 @@ def in_container(host: Any) -> bool:
 def require_group(host_vars: dict[str, Any], group: str) -> None:
     """Skip, naming the host and group, when the host is not in the group a check is about."""
     if group not in host_vars.get("group_names", []):
-        pytest.skip(f"{host_vars['inventory_hostname']} is not in group {group}")
+        skip_by_design(f"{host_vars['inventory_hostname']} is not in group {group}")

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
-from _infra import group_hosts, host_named, role_vars, vars_of, wait_for
+from _infra import group_hosts, host_named, role_vars, skip_by_design, vars_of, wait_for
 from conftest import selected_stages
 from test_nvidia_gpu import FIND_GPU
 
@@ -188,7 +188,7 @@ def test_kubectl_top_nodes_answers(
 def test_etcd_healthy_with_tls(request: pytest.FixtureRequest, first_cp: Any) -> None:
     v = role_vars(first_cp, "etcd")
     if not v.get("etcd_external", True):
-        pytest.skip(
+        skip_by_design(
             "etcd_external is false: kubeadm's stacked etcd, whose health test_control_plane's "
             "API server readiness covers"
         )
@@ -213,7 +213,7 @@ def test_gpu_nodes_offer_every_gpu(request: pytest.FixtureRequest, first_cp: Any
     needs(request, "control_plane", "node", "nvidia_gpu")
     names = group_hosts(request, "gpu_nodes")
     if not names:
-        pytest.skip("no host in gpu_nodes (GPUs are opt-in: see inventory/sample)")
+        skip_by_design("no host in gpu_nodes (GPUs are opt-in: see inventory/sample)")
     gpus = {name: len(host_named(request, name).run(FIND_GPU).stdout.split()) for name in names}
     if not any(gpus.values()):
         pytest.skip(f"LEFT TO A GPU MACHINE: no NVIDIA device on the PCI bus of {names}")

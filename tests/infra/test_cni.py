@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from _infra import skip_by_design
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 
@@ -15,7 +16,7 @@ KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 def _first_control_plane(host_vars: dict[str, Any]) -> None:
     first = host_vars["groups"].get("kube_control_plane", [None])[0]
     if host_vars["inventory_hostname"] != first:
-        pytest.skip(f"{host_vars['inventory_hostname']} is not the first control-plane node")
+        skip_by_design(f"{host_vars['inventory_hostname']} is not the first control-plane node")
 
 
 def kubectl_json(host: Any, args: str) -> Any:

@@ -7,7 +7,15 @@ import uuid
 from typing import Any
 
 import pytest
-from _infra import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
+from _infra import (
+    group_hosts,
+    host_named,
+    require_disruptive,
+    role_vars,
+    skip_by_design,
+    vars_of,
+    wait_for,
+)
 
 testinfra_hosts = ["ansible://etcd"]
 
@@ -102,7 +110,7 @@ def test_plain_http_is_refused(host: Any) -> None:
 def test_apiserver_client_cert_is_accepted(host: Any) -> None:
     v = _vars(host)
     if host.backend.host not in v["groups"].get("kube_control_plane", []):
-        pytest.skip(f"{host.backend.host} is not a control-plane node")
+        skip_by_design(f"{host.backend.host} is not a control-plane node")
     key = host.file(v["etcd_external_key_file"])
     assert key.mode == 0o600
     out = host.run(
@@ -118,7 +126,7 @@ def test_key_written_here_is_read_on_another_member(
 ) -> None:
     members = group_hosts(request, "etcd")
     if len(members) < 2:
-        pytest.skip("a single member has no other member to read from")
+        skip_by_design("a single member has no other member to read from")
     other_name = members[(members.index(host.backend.host) + 1) % len(members)]
     other = host_named(request, other_name)
     key, value = f"/svc-test/replication/{host.backend.host}", uuid.uuid4().hex
@@ -133,7 +141,7 @@ def test_quorum_survives_a_stopped_member(request: pytest.FixtureRequest) -> Non
     require_disruptive()
     names = group_hosts(request, "etcd")
     if len(names) < 3:
-        pytest.skip("quorum with a stopped member needs at least three members")
+        skip_by_design("quorum with a stopped member needs at least three members")
     survivor, victim = host_named(request, names[0]), host_named(request, names[-1])
     value = uuid.uuid4().hex
     victim.run("systemctl stop etcd")

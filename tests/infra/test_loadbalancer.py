@@ -7,7 +7,15 @@ import io
 from typing import Any
 
 import pytest
-from _infra import group_hosts, host_named, require_disruptive, role_vars, vars_of, wait_for
+from _infra import (
+    group_hosts,
+    host_named,
+    require_disruptive,
+    role_vars,
+    skip_by_design,
+    vars_of,
+    wait_for,
+)
 from conftest import selected_stages
 
 testinfra_hosts = ["ansible://kube_control_plane"]
@@ -27,7 +35,7 @@ STATS = (
 def _vars(host: Any) -> dict[str, Any]:
     v = role_vars(host, "loadbalancer")
     if len(v["groups"].get(v["loadbalancer_group"], [])) < 2 or not v.get("kube_vip_address"):
-        pytest.skip("one control-plane node or no kube_vip_address: no VIP, by design")
+        skip_by_design("one control-plane node or no kube_vip_address: no VIP, by design")
     return v
 
 
@@ -164,7 +172,7 @@ def test_dead_api_server_is_taken_out(request: pytest.FixtureRequest) -> None:
     nodes = _cluster(request, v)
     victim = nodes[-1]
     if not victim.service("kube-apiserver-standin").is_running:
-        pytest.skip("needs Molecule's API server stand-in; on a cluster, move a static pod away")
+        skip_by_design("needs Molecule's API server stand-in; on a cluster, move a static pod away")
     victim.run("systemctl stop kube-apiserver-standin")
     try:
         wait_for(

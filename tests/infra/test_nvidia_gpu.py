@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _infra import role_vars
+from _infra import role_vars, skip_by_design
 
 testinfra_hosts = ["ansible://gpu_nodes"]
 
@@ -30,7 +30,7 @@ def _require_gpu(host: Any) -> None:
 
 def test_without_gpu_nothing_is_installed(host: Any) -> None:
     if _has_gpu(host):
-        pytest.skip("this host has an NVIDIA GPU")
+        skip_by_design("this host has an NVIDIA GPU")
     v = role_vars(host, "nvidia_gpu")
     for package in [*v["nvidia_gpu_toolkit_packages"], "ubuntu-drivers-common"]:
         assert not host.package(package).is_installed, package

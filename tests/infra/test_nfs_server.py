@@ -1,4 +1,4 @@
-"""nfs: the export the provisioner's volumes live on, open to the cluster network only."""
+"""nfs_server: the export the provisioner's volumes live on, open to the cluster network only."""
 
 from __future__ import annotations
 
@@ -77,16 +77,3 @@ def test_server_running_and_exporting(host: Any) -> None:
     assert v["nfs_server_export_path"] in exported
     assert v["nfs_server_allowed_cidr"] in exported
     assert v["nfs_server_export_path"] in host.run("showmount -e localhost").stdout
-
-
-def test_default_storage_class_is_nfs_client(host: Any) -> None:
-    """On a running cluster (the nfs_server host is a control-plane node by default)."""
-    kubeconfig = "/etc/kubernetes/admin.conf"
-    if not host.file(kubeconfig).exists:
-        pytest.skip("no admin kubeconfig here: the storage stage's provisioner is not checked")
-    out = host.run(
-        f"kubectl --kubeconfig {kubeconfig} get storageclass nfs-client -o jsonpath="
-        "'{.metadata.annotations.storageclass\\.kubernetes\\.io/is-default-class} {.provisioner}'"
-    )
-    assert out.rc == 0, out.stderr
-    assert out.stdout.split() == ["true", "k8s-sigs.io/nfs-subdir-external-provisioner"]
