@@ -34,9 +34,10 @@ labs: venv ## set up, then run every local lab (01-07) with its check
 docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)
 	tests/support/docker-up.sh
 
-tools: ## host tools the tests drive (vagrant, debootstrap), installed when missing
+tools: ## host tools the tests drive (vagrant, debootstrap, busybox), installed when missing
 	tests/support/ensure-tool.sh vagrant vagrant
 	tests/support/ensure-tool.sh debootstrap debootstrap
+	tests/support/ensure-tool.sh busybox busybox
 
 images: docker tools ## build the local test images (no pulls: debootstrap + docker import)
 	tests/support/build-images.sh
@@ -48,7 +49,7 @@ k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl r
 	$(BIN)/python -m labctl.k8s.static
 
 test: venv-dev images ## set up, then run the whole test suite
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=25
 
 lint: venv-dev ## ruff, yamllint, ansible-lint
 	$(BIN)/ruff check .
