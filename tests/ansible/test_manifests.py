@@ -117,6 +117,9 @@ def test_smoke_claim_uses_the_default_class_and_pods_share_a_token(out: Path, fi
         assert pod["spec"]["restartPolicy"] == "Never"
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         assert not pod["spec"]["containers"][0]["image"].endswith(":latest")
+    # Two nodes, workers first: another kubelet must mount what the writer wrote.
+    nodes = [p["spec"]["nodeSelector"]["kubernetes.io/hostname"] for p in (writer, reader)]
+    assert len(set(nodes)) == 2 and set(nodes) <= set(HA.workers), nodes
 
 
 def test_device_plugin_runs_under_the_nvidia_runtime_on_gpu_nodes(out: Path, first: str) -> None:

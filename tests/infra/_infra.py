@@ -6,7 +6,9 @@ everything they need comes from the inventory and the roles' documented defaults
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,16 @@ from testinfra.utils.ansible_runner import AnsibleRunner
 from labctl import versions
 
 ROLES = Path(__file__).resolve().parents[2] / "roles"
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+# An HTTP(S) GET with the Python every Ansible host has (no curl assumed); TLS unverified, for
+# health endpoints on their own node.
+GET = (
+    "python3 -c 'import ssl,sys,urllib.request as u;"
+    "c=ssl._create_unverified_context();"
+    "print(u.urlopen(sys.argv[1],context=c,timeout=3).read().decode().strip())' "
+)
+# Checks that wait (a pod starting, an image pulled, metrics' first scrape) give up after this.
+SETTLE_S = 180
 
 
 def role_vars(host: Any, role: str) -> dict[str, Any]:
@@ -79,3 +91,32 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
             return time.monotonic() - start
         time.sleep(0.5)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def until_no_problems(check: Callable[[], list[str]], timeout: float, what: str) -> None:
+    """Retry a decision (a _verdicts function over fresh output) until it finds no problem, so
+    that a transient API error after a reboot or a VIP move does not fail a healthy cluster;
+    fail with its last problems after `timeout` seconds."""
+    start = time.monotonic()
+    while True:
+        problems = check()
+        if not problems:
+            return
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"{what}, still after {timeout:.0f} s:\n  " + "\n  ".join(problems))
+        time.sleep(2)
+
+
+def kubectl(host: Any, args: str) -> str:
+    with host.sudo():
+        return str(host.check_output(f"{KUBECTL} {args}"))
+
+
+def kubectl_json(host: Any, args: str) -> Any:
+    return json.loads(kubectl(host, f"{args} -o json"))
+
+
+def kubectl_apply(host: Any, objects: list[dict[str, Any]]) -> None:
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    with host.sudo():
+        host.check_output(f"printf %s {shlex.quote(manifest)} | {KUBECTL} apply -f -")

@@ -95,8 +95,8 @@ def nodes(
     runtime_versions: Mapping[str, str],
 ) -> list[str]:
     """`kubectl get nodes -o json`: exactly the inventory's nodes, Ready on their private
-    address, kubelet at the pin and the runtime each node's containerd reports
-    (status.nodeInfo: "v1.37.1", "containerd://2.3.4", kubelet nodestatus/setters.go)."""
+    address, kubelet at the pin and the runtime each node's containerd reports (status.nodeInfo:
+    "v<kube_version>", "containerd://<version>", kubelet nodestatus/setters.go)."""
     seen = {n["metadata"]["name"]: n for n in items}
     problems = [f"{name}: not registered" for name in sorted(set(addresses) - set(seen))]
     problems += [

@@ -17,11 +17,20 @@ host, "no admin kubeconfig") fails the full run instead of leaving it green.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import uuid
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
-from _infra import ByDesign, skip_by_design
+from _infra import (
+    SETTLE_S,
+    ByDesign,
+    group_hosts,
+    host_named,
+    kubectl,
+    skip_by_design,
+    vars_of,
+)
 from _stages import module_stage, resolve
 from testinfra.utils.ansible_runner import AnsibleRunner
 
@@ -118,3 +127,43 @@ def require_group(host_vars: dict[str, Any], group: str) -> None:
     """Skip, naming the host and group, when the host is not in the group a check is about."""
     if group not in host_vars.get("group_names", []):
         skip_by_design(f"{host_vars['inventory_hostname']} is not in group {group}")
+
+
+def needs(request: pytest.FixtureRequest, *roles: str) -> None:
+    """Skip a whole-cluster check, naming them, unless every role it depends on was selected."""
+    selected = selected_stages(request.config)
+    if selected is None:
+        return
+    missing = sorted(set(roles) - selected)
+    if missing:
+        ran = ", ".join(sorted(selected))
+        pytest.skip(f"needs stage(s) {', '.join(missing)}, not run here (stages: {ran})")
+
+
+@pytest.fixture(scope="session")
+def first_cp(request: pytest.FixtureRequest) -> Any:
+    """The first control-plane node, from which the whole-cluster checks run kubectl."""
+    names = group_hosts(request, "kube_control_plane")
+    if not names:
+        pytest.fail("the inventory has no host in kube_control_plane")
+    return host_named(request, names[0])
+
+
+@pytest.fixture(scope="session")
+def cluster_ips(request: pytest.FixtureRequest) -> dict[str, str]:
+    """k8s_node_ip of every k8s_cluster host (node names are inventory names)."""
+    return {
+        name: str(vars_of(request, name)["k8s_node_ip"])
+        for name in group_hosts(request, "k8s_cluster")
+    }
+
+
+@pytest.fixture(scope="session")
+def scratch_namespace(request: pytest.FixtureRequest, first_cp: Any) -> Iterator[str]:
+    """A namespace of this run for every object the checks create, deleted at the end (with
+    them), so that `make verify` can run again and again on the same cluster."""
+    name = f"verify-{uuid.uuid4().hex[:8]}"
+    kubectl(first_cp, f"create namespace {name}")
+    kubectl(first_cp, f"label namespace {name} app.kubernetes.io/managed-by=make-verify")
+    yield name
+    kubectl(first_cp, f"delete namespace {name} --wait=true --timeout={SETTLE_S}s")

@@ -3,186 +3,220 @@
 Each check names the roles (stages) whose work it checks. `make verify` on a full cluster runs
 them all, and a missing piece fails. With --stages, a check whose roles were not all selected is
 skipped with their names, never passed: the docker provider's offline run (no kubelet) leaves
-only the etcd check, which then runs for real.
+only the etcd check, which then runs for real. The decisions are tests/infra/_verdicts.py's;
+traffic between nodes is test_cluster_network.py, a volume across nodes test_cluster_storage.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
-import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import _verdicts as verdict
 import pytest
-from _infra import group_hosts, host_named, role_vars, skip_by_design, vars_of, wait_for
-from conftest import selected_stages
+from _infra import (
+    KUBECTL,
+    SETTLE_S,
+    group_hosts,
+    host_named,
+    kubectl,
+    kubectl_apply,
+    kubectl_json,
+    role_vars,
+    skip_by_design,
+    until_no_problems,
+    vars_of,
+)
+from conftest import needs
 from test_nvidia_gpu import FIND_GPU
 
-KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 # The CNI's DaemonSet (namespace, name) for each kube_cni, as the cni role installs it.
 CNI_DAEMONSETS = {
     "flannel": ("kube-flannel", "kube-flannel-ds"),
     "calico": ("calico-system", "calico-node"),
 }
-IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-# Pods and images may take a while on a fresh cluster (an image pull, metrics' first scrape).
-SETTLE_S = 180
+# Namespaces whose Deployments and DaemonSets the roles install (CNI, DNS, kube-proxy,
+# metrics-server in kube-system; the provisioner's and device plugin's from their roles).
+SYSTEM_NAMESPACES = ("kube-system", "kube-flannel", "calico-system", "tigera-operator")
+# The serving certificate must outlive the workshop by this much (kubeadm issues one year).
+CERT_MIN_DAYS = 30
+GPU = "nvidia.com/gpu"
 
 
-def needs(request: pytest.FixtureRequest, *roles: str) -> None:
-    """Skip, naming them, unless every role this check depends on was selected."""
-    selected = selected_stages(request.config)
-    if selected is None:
-        return
-    missing = sorted(set(roles) - selected)
-    if missing:
-        ran = ", ".join(sorted(selected))
-        pytest.skip(f"needs stage(s) {', '.join(missing)}, not run here (stages: {ran})")
+def items(host: Any, args: str) -> list[dict[str, Any]]:
+    return list(kubectl_json(host, args)["items"])
 
 
-@pytest.fixture(scope="module")
-def first_cp(request: pytest.FixtureRequest) -> Any:
-    names = group_hosts(request, "kube_control_plane")
-    if not names:
-        pytest.fail("the inventory has no host in kube_control_plane")
-    return host_named(request, names[0])
+def runtime_version(host: Any) -> str:
+    """containerd's own version on a node, as the CRI reports it (no leading v)."""
+    return str(host.check_output("containerd --version").split()[2]).removeprefix("v")
 
 
-@pytest.fixture(scope="module")
-def cluster_ips(request: pytest.FixtureRequest) -> dict[str, str]:
-    """k8s_node_ip of every k8s_cluster host (node names are inventory names)."""
-    return {
-        name: str(vars_of(request, name)["k8s_node_ip"])
-        for name in group_hosts(request, "k8s_cluster")
-    }
-
-
-def kubectl(host: Any, args: str) -> str:
-    with host.sudo():
-        return str(host.check_output(f"{KUBECTL} {args}"))
-
-
-def kubectl_json(host: Any, args: str) -> Any:
-    return json.loads(kubectl(host, f"{args} -o json"))
-
-
-def settle(host: Any, kind: str, name: str, done: set[str]) -> str:
-    """Wait until the object's status.phase is one of `done`; return that phase."""
-    phase = ""
-
-    def finished() -> bool:
-        nonlocal phase
-        phase = kubectl(host, f"get {kind} {name} -o jsonpath='{{.status.phase}}'")
-        return phase in done
-
-    wait_for(finished, SETTLE_S, f"{kind} {name} to reach {' or '.join(sorted(done))}")
-    return phase
-
-
-def test_every_node_ready_on_its_private_address(
+def test_every_node_ready_at_the_pinned_versions(
     request: pytest.FixtureRequest, first_cp: Any, cluster_ips: dict[str, str]
 ) -> None:
     needs(request, "control_plane", "node", "cni")
-    seen = {}
-    for node in kubectl_json(first_cp, "get nodes")["items"]:
-        status = node["status"]
-        ready = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Ready")
-        internal = [a["address"] for a in status.get("addresses", []) if a["type"] == "InternalIP"]
-        seen[node["metadata"]["name"]] = (ready, internal)
-    assert seen == {name: ("True", [ip]) for name, ip in cluster_ips.items()}
+    kube_version = str(role_vars(first_cp, "kubernetes")["kube_version"])
+    runtimes = {name: runtime_version(host_named(request, name)) for name in cluster_ips}
+    pin = role_vars(first_cp, "containerd")
+    if pin["containerd_install_method"] == "release":
+        wrong = {n: r for n, r in runtimes.items() if r != pin["containerd_release_version"]}
+        assert not wrong, f"containerd not at {pin['containerd_release_version']}: {wrong}"
+    until_no_problems(
+        lambda: verdict.nodes(items(first_cp, "get nodes"), cluster_ips, kube_version, runtimes),
+        SETTLE_S,
+        "nodes not Ready at the pinned versions",
+    )
 
 
-def test_coredns_answers_a_service_name_from_a_pod(
-    request: pytest.FixtureRequest, first_cp: Any
+def test_workers_schedulable(
+    request: pytest.FixtureRequest, first_cp: Any, cluster_ips: dict[str, str]
 ) -> None:
     needs(request, "control_plane", "node", "cni")
-    domain = role_vars(first_cp, "control_plane")["control_plane_dns_domain"]
-    # The busybox image the storage smoke test pins: one image to mirror for offline sites.
-    image = role_vars(first_cp, "nfs_provisioner")["nfs_provisioner_smoke_image"]
-    service_ip = kubectl(
-        first_cp, "-n default get service kubernetes -o jsonpath='{.spec.clusterIP}'"
+    planes = group_hosts(request, "kube_control_plane")
+    until_no_problems(
+        lambda: verdict.schedulable(items(first_cp, "get nodes"), planes),
+        SETTLE_S,
+        "nodes that cannot take pods",
     )
-    pod = f"verify-dns-{uuid.uuid4().hex[:8]}"
-    kubectl(
-        first_cp,
-        f"-n default run {pod} --image={image} --restart=Never "
-        f"--command -- nslookup kubernetes.default.svc.{domain}",
-    )
-    try:
-        phase = settle(first_cp, "-n default pod", pod, {"Succeeded", "Failed"})
-        logs = kubectl(first_cp, f"-n default logs {pod}")
-    finally:
-        kubectl(first_cp, f"-n default delete pod {pod} --wait=false --ignore-not-found")
-    assert phase == "Succeeded", logs
-    # The answer follows "Name:"; the DNS server's own address comes before it.
-    answer = logs.split("Name:", 1)[-1]
-    assert service_ip in IPV4.findall(answer), logs
 
 
-def test_network_pods_ready_on_every_node(
+def test_static_pods_ready_on_every_control_plane(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane")
+    planes = group_hosts(request, "kube_control_plane")
+    until_no_problems(
+        lambda: verdict.static_pods(items(first_cp, "-n kube-system get pods"), planes),
+        SETTLE_S,
+        "control-plane static pods not Ready",
+    )
+
+
+def test_system_deployments_and_daemonsets_available(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane", "node", "cni", "nfs_provisioner", "metrics")
+    namespaces = {
+        *SYSTEM_NAMESPACES,
+        role_vars(first_cp, "nfs_provisioner")["nfs_provisioner_namespace"],
+        role_vars(first_cp, "nvidia_gpu")["nvidia_gpu_namespace"],
+    }
+
+    def problems() -> list[str]:
+        deployments, daemonsets = (
+            [
+                o
+                for o in items(first_cp, f"get {kind} --all-namespaces")
+                if o["metadata"]["namespace"] in namespaces
+            ]
+            for kind in ("deployments", "daemonsets")
+        )
+        deployed = {o["metadata"]["name"] for o in deployments}
+        missing = [f"no {n} deployment" for n in sorted({"coredns", "metrics-server"} - deployed)]
+        return missing + verdict.workloads(deployments, daemonsets)
+
+    until_no_problems(problems, SETTLE_S, "system workloads not available")
+
+
+def daemonset_missing_on(host: Any, namespace: str, name: str, nodes: set[str]) -> list[str]:
+    """Nodes without a Running, ready pod of the DaemonSet."""
+    daemonset = kubectl_json(host, f"-n {namespace} get daemonset {name}")
+    labels = daemonset["spec"]["selector"]["matchLabels"]
+    selector = ",".join(f"{key}={value}" for key, value in labels.items())
+    ready = {
+        p["spec"].get("nodeName")
+        for p in items(host, f"-n {namespace} get pods -l {selector}")
+        if p["status"].get("phase") == "Running"
+        and all(c["ready"] for c in p["status"].get("containerStatuses", [{"ready": False}]))
+    }
+    return [f"{name}: no ready pod on {node}" for node in sorted(nodes - ready)]
+
+
+def test_network_and_proxy_pods_ready_on_every_node(
     request: pytest.FixtureRequest, first_cp: Any, cluster_ips: dict[str, str]
 ) -> None:
     needs(request, "control_plane", "node", "cni")
     cni = vars_of(request, first_cp.backend.host)["kube_cni"]
-    namespace, name = CNI_DAEMONSETS[cni]
-    daemonset = kubectl_json(first_cp, f"-n {namespace} get daemonset {name}")
-    labels = daemonset["spec"]["selector"]["matchLabels"]
-    selector = ",".join(f"{key}={value}" for key, value in labels.items())
-    ready_on = {
-        pod["spec"].get("nodeName")
-        for pod in kubectl_json(first_cp, f"-n {namespace} get pods -l {selector}")["items"]
-        if pod["status"].get("phase") == "Running"
-        and all(c["ready"] for c in pod["status"].get("containerStatuses", [{"ready": False}]))
-    }
-    assert ready_on == set(cluster_ips), f"{cni} pods not ready on {set(cluster_ips) - ready_on}"
+    daemonsets = (CNI_DAEMONSETS[cni], ("kube-system", "kube-proxy"))
+    until_no_problems(
+        lambda: [
+            problem
+            for namespace, name in daemonsets
+            for problem in daemonset_missing_on(first_cp, namespace, name, set(cluster_ips))
+        ],
+        SETTLE_S,
+        f"{cni} and kube-proxy pods",
+    )
 
 
-def test_default_storage_class_binds_a_claim(request: pytest.FixtureRequest, first_cp: Any) -> None:
-    needs(request, "control_plane", "node", "cni", "nfs_server", "nfs_provisioner")
-    defaults = [
-        sc["metadata"]["name"]
-        for sc in kubectl_json(first_cp, "get storageclass")["items"]
-        if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class")
-        == "true"
-    ]
-    assert len(defaults) == 1, f"default StorageClasses: {defaults}"
-    claim = f"verify-claim-{uuid.uuid4().hex[:8]}"
-    # No storageClassName: the claim must land on the default class.
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": "default"},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Mi"}}},
-    }
-    with first_cp.sudo():
-        first_cp.check_output(
-            f"printf %s {shlex.quote(json.dumps(manifest))} | {KUBECTL} create -f -"
-        )
-    try:
-        phase = settle(first_cp, "-n default pvc", claim, {"Bound", "Lost"})
-        bound = kubectl_json(first_cp, f"-n default get pvc {claim}")
-    finally:
-        kubectl(first_cp, f"-n default delete pvc {claim} --wait=false --ignore-not-found")
-    assert phase == "Bound"
-    assert bound["spec"]["storageClassName"] == defaults[0]
+def test_every_apiservice_available(request: pytest.FixtureRequest, first_cp: Any) -> None:
+    needs(request, "control_plane", "node", "cni", "metrics")
+    until_no_problems(
+        lambda: verdict.apiservices(items(first_cp, "get apiservices")),
+        SETTLE_S,
+        "APIServices not available",
+    )
 
 
-def test_kubectl_top_nodes_answers(
+def test_no_pending_kubelet_serving_csr(request: pytest.FixtureRequest, first_cp: Any) -> None:
+    needs(request, "control_plane", "node", "kubelet_csr")
+    problems = verdict.pending_serving_csrs(items(first_cp, "get csr"))
+    assert not problems, "re-run the addons stage to approve them:\n" + "\n".join(problems)
+
+
+def test_kubectl_top_lists_every_node_with_metrics(
     request: pytest.FixtureRequest, first_cp: Any, cluster_ips: dict[str, str]
 ) -> None:
-    needs(request, "control_plane", "node", "cni", "metrics")
-    listed: set[str] = set()
+    needs(request, "control_plane", "node", "cni", "metrics", "kubelet_csr")
 
-    def every_node_listed() -> bool:
+    def problems() -> list[str]:
         with first_cp.sudo():
             out = first_cp.run(f"{KUBECTL} top nodes --no-headers")
-        listed.clear()
-        listed.update(line.split()[0] for line in out.stdout.splitlines() if line.strip())
-        return out.rc == 0 and listed >= set(cluster_ips)
+        if out.rc != 0:
+            return [f"kubectl top nodes: {out.stderr.strip()}"]
+        return verdict.top_nodes(out.stdout, cluster_ips)
 
     # metrics-server answers once it has scraped every kubelet (about a minute after it starts).
-    wait_for(every_node_listed, SETTLE_S, f"kubectl top nodes to list {sorted(cluster_ips)}")
+    until_no_problems(problems, SETTLE_S, "kubectl top nodes")
+
+
+def test_apiserver_certificate_names_every_endpoint(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane")
+    v = role_vars(first_cp, "control_plane")
+    planes = group_hosts(request, "kube_control_plane")
+    ips = [str(vars_of(request, n)["k8s_node_ip"]) for n in planes]
+    vip = v.get("kube_vip_address")
+    for name in planes:
+        with host_named(request, name).sudo():
+            pem = host_named(request, name).file("/etc/kubernetes/pki/apiserver.crt").content
+        # Each API server's own name and address, every other one a client may be sent to.
+        wanted_ips = [*ips, *([vip] if vip else [])]
+        problems = verdict.serving_certificate(
+            pem, wanted_ips, [name, "kubernetes.default.svc"], datetime.now(UTC), CERT_MIN_DAYS
+        )
+        assert not problems, f"{name}: {problems}"
+
+
+def test_fetched_kubeconfig_works_from_this_machine(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane")
+    v = role_vars(first_cp, "control_plane")
+    path = v.get("control_plane_fetch_kubeconfig_to")
+    if not path:
+        skip_by_design("control_plane_fetch_kubeconfig_to is not set: no kubeconfig is fetched")
+    from kubernetes import client, config  # the dev venv's client, as labctl --target k8s uses
+
+    if not Path(path).is_file():
+        pytest.fail(f"{path} does not exist: the control_plane stage did not fetch it")
+    api = config.new_client_from_config(config_file=path)
+    version = client.VersionApi(api).get_code().git_version
+    assert version == f"v{v['kube_version']}", f"{path} reaches an API server at {version}"
 
 
 def test_etcd_healthy_with_tls(request: pytest.FixtureRequest, first_cp: Any) -> None:
@@ -209,18 +243,85 @@ def test_etcd_healthy_with_tls(request: pytest.FixtureRequest, first_cp: Any) ->
     assert health == dict.fromkeys(endpoints.split(","), True)
 
 
-def test_gpu_nodes_offer_every_gpu(request: pytest.FixtureRequest, first_cp: Any) -> None:
+def test_calico_reports_available_on_the_pod_subnet(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane", "node", "cni")
+    v = role_vars(first_cp, "cni")
+    if v["kube_cni"] != "calico":
+        skip_by_design(f"kube_cni is {v['kube_cni']}: no Calico operator to ask")
+    until_no_problems(
+        lambda: verdict.calico(
+            items(first_cp, "get tigerastatus"),
+            items(first_cp, "get ippools.crd.projectcalico.org"),
+            v["kube_pod_subnet"],
+        ),
+        SETTLE_S,
+        "Calico not available on the pod subnet",
+    )
+
+
+def test_gpu_nodes_have_and_offer_every_gpu(request: pytest.FixtureRequest, first_cp: Any) -> None:
     needs(request, "control_plane", "node", "nvidia_gpu")
     names = group_hosts(request, "gpu_nodes")
     if not names:
         skip_by_design("no host in gpu_nodes (GPUs are opt-in: see inventory/sample)")
-    gpus = {name: len(host_named(request, name).run(FIND_GPU).stdout.split()) for name in names}
-    if not any(gpus.values()):
-        pytest.skip(f"LEFT TO A GPU MACHINE: no NVIDIA device on the PCI bus of {names}")
-    nodes = {n["metadata"]["name"]: n for n in kubectl_json(first_cp, "get nodes")["items"]}
-    offered = {
-        name: int(nodes[name]["status"].get("capacity", {}).get("nvidia.com/gpu", 0))
-        for name in names
-        if name in nodes
+    found = {name: len(host_named(request, name).run(FIND_GPU).stdout.split()) for name in names}
+    until_no_problems(
+        lambda: verdict.gpus(items(first_cp, "get nodes"), found),
+        SETTLE_S,
+        "GPU nodes without allocatable GPUs",
+    )
+
+
+def test_default_storage_class_is_the_nfs_provisioner(
+    request: pytest.FixtureRequest, first_cp: Any
+) -> None:
+    needs(request, "control_plane", "nfs_provisioner")
+    defaults = [
+        (sc["metadata"]["name"], sc["provisioner"])
+        for sc in items(first_cp, "get storageclass")
+        if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class")
+        == "true"
+    ]
+    assert defaults == [("nfs-client", "k8s-sigs.io/nfs-subdir-external-provisioner")]
+
+
+def test_a_pod_gets_a_gpu_and_computes_on_it(request: pytest.FixtureRequest, first_cp: Any) -> None:
+    """The device plugin README's own test (nvidia k8s-device-plugin, at its pinned version):
+    CUDA vector addition in a pod that asks for one GPU under the nvidia RuntimeClass, as lab 10
+    does."""
+    needs(request, "control_plane", "node", "nvidia_gpu")
+    if not group_hosts(request, "gpu_nodes"):
+        skip_by_design("no host in gpu_nodes (GPUs are opt-in: see inventory/sample)")
+    scratch_namespace = request.getfixturevalue("scratch_namespace")
+    image = role_vars(first_cp, "nvidia_gpu")["nvidia_gpu_smoke_image"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "verify-gpu", "namespace": scratch_namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "runtimeClassName": "nvidia",
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "containers": [
+                {
+                    "name": "vectoradd",
+                    "image": image,
+                    "resources": {"limits": {"nvidia.com/gpu": 1}},
+                }
+            ],
+        },
     }
-    assert offered == gpus
+    kubectl_apply(first_cp, [pod])
+    ns = f"-n {scratch_namespace}"
+
+    def still_running() -> list[str]:
+        phase = kubectl(first_cp, f"{ns} get pod verify-gpu -o jsonpath='{{.status.phase}}'")
+        return [] if phase in ("Succeeded", "Failed") else [f"pod verify-gpu is {phase}"]
+
+    until_no_problems(still_running, SETTLE_S, "the GPU pod to end")
+    logs = kubectl(first_cp, f"{ns} logs verify-gpu")
+    assert "Test PASSED" in logs, logs

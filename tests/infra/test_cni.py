@@ -7,9 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from _infra import skip_by_design
-
-KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+from _infra import kubectl_json, skip_by_design
 
 
 @pytest.fixture(autouse=True)
@@ -17,11 +15,6 @@ def _first_control_plane(host_vars: dict[str, Any]) -> None:
     first = host_vars["groups"].get("kube_control_plane", [None])[0]
     if host_vars["inventory_hostname"] != first:
         skip_by_design(f"{host_vars['inventory_hostname']} is not the first control-plane node")
-
-
-def kubectl_json(host: Any, args: str) -> Any:
-    with host.sudo():
-        return json.loads(host.check_output(f"{KUBECTL} {args} -o json"))
 
 
 def test_network_pods_ready_on_every_node(host: Any, host_vars: dict[str, Any]) -> None:

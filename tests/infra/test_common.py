@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import _verdicts as verdict
+import pytest
+from _infra import host_named
+from conftest import inventory_runner
 
 
 def test_private_address_is_on_an_interface(host: Any, host_vars: dict[str, Any]) -> None:
@@ -57,7 +63,30 @@ def test_time_sync_runs(host: Any) -> None:
     chrony = host.service("chrony")
     assert chrony.is_running
     assert chrony.is_enabled
-    assert host.run("chronyc -n tracking").rc == 0
+
+
+def test_clock_is_synchronised(host: Any, in_container: bool) -> None:
+    """chronyc exits 0 unsynchronised too: read Leap status and the offset (_verdicts)."""
+    if in_container:
+        pytest.skip(
+            "LEFT TO A REAL MACHINE: a container's clock is its host's and chrony cannot set it; "
+            "on a VM this checks chronyc tracking says synchronised, within 0.5 s of NTP"
+        )
+    problems = verdict.chrony_tracking(host.check_output("chronyc -n tracking"))
+    assert not problems, problems
+
+
+def test_clock_agrees_with_the_first_host(host: Any, request: pytest.FixtureRequest) -> None:
+    """Every clock against the first inventory host's, read through this machine: etcd peers
+    warn past 1 s of drift, certificates and logs need the same."""
+    first = host_named(request, inventory_runner(host).get_hosts("all")[0])
+    samples = {}
+    for name, node in (("first host", first), (host.backend.host, host)):
+        before = time.time()
+        clock = float(node.check_output("date +%s.%N"))
+        samples[name] = (before, clock, time.time())
+    problems = verdict.clock_skew(samples)
+    assert not problems, problems
 
 
 def test_nfs_client_is_installed(host: Any) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from _infra import GET, KUBECTL, kubectl_json
 from conftest import require_group
-
-KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 
 
 @pytest.fixture(autouse=True)
@@ -23,14 +21,27 @@ def endpoint(host_vars: dict[str, Any], node_ips: dict[str, str]) -> str:
     return f"{node_ips[first]}:{host_vars['kube_apiserver_port']}"
 
 
-def kubectl_json(host: Any, args: str) -> Any:
-    with host.sudo():
-        return json.loads(host.check_output(f"{KUBECTL} {args} -o json"))
-
-
 def test_api_server_is_ready(host: Any) -> None:
     with host.sudo():
         assert host.check_output(f"{KUBECTL} get --raw /readyz") == "ok"
+
+
+def test_this_nodes_own_api_server_is_ready(host: Any, host_vars: dict[str, Any]) -> None:
+    """admin.conf points at the VIP, which any API server may answer: ask this node's directly."""
+    own = f"https://{host_vars['k8s_node_ip']}:{host_vars['kube_apiserver_port']}"
+    with host.sudo():
+        assert host.check_output(f"{KUBECTL} --server={own} get --raw /readyz") == "ok"
+
+
+@pytest.mark.parametrize(("component", "port"), [
+    ("kube-scheduler", 10259),
+    ("kube-controller-manager", 10257),
+])  # fmt: skip
+def test_scheduler_and_controller_manager_live(host: Any, component: str, port: int) -> None:
+    """kubeadm binds them to 127.0.0.1 (ports from kubeadm's constants); /livez is in the
+    always-allowed paths of their delegated authorization, so no credentials are needed."""
+    out = host.run(f"{GET} https://127.0.0.1:{port}/livez")
+    assert out.rc == 0 and out.stdout.strip() == "ok", f"{component}: {out.stderr or out.stdout}"
 
 
 def test_kubeconfigs_point_at_the_endpoint(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from _infra import (
+    GET,
     group_hosts,
     host_named,
     require_disruptive,
@@ -20,11 +21,6 @@ from conftest import selected_stages
 
 testinfra_hosts = ["ansible://kube_control_plane"]
 
-GET = (
-    "python3 -c 'import ssl,sys,urllib.request as u;"
-    "c=ssl._create_unverified_context();"
-    "print(u.urlopen(sys.argv[1],context=c,timeout=3).read().decode().strip())' "
-)
 STATS = (
     "python3 -c 'import socket;s=socket.socket(socket.AF_UNIX);"
     's.connect("/run/haproxy/admin.sock");s.sendall(b"show stat\\n");'

@@ -35,8 +35,8 @@ def condition(kind: str, status: str, **extra: str) -> dict[str, str]:
     return {"type": kind, "status": status, **extra}
 
 
-def node(name: str, *, ready: str = "True", kubelet: str = "v1.37.1",
-         runtime: str = "containerd://2.3.4", **spec: Any) -> dict[str, Any]:  # fmt: skip
+def node(name: str, *, ready: str = "True", kubelet: str = "v1.36.9",
+         runtime: str = "containerd://2.2.9", **spec: Any) -> dict[str, Any]:  # fmt: skip
     pressure = [condition(kind, "False") for kind in v.PRESSURE]
     return {
         "metadata": {"name": name},
@@ -60,7 +60,7 @@ def healthy_nodes() -> list[dict[str, Any]]:
     ]
 
 
-RUNTIMES = dict.fromkeys(NODES, "2.3.4")
+RUNTIMES = dict.fromkeys(NODES, "2.2.9")
 
 
 # False pass 1: kubectl top nodes with a node that has no metrics.
@@ -99,13 +99,13 @@ def test_clock_skew_beyond_the_round_trip_is_flagged() -> None:
 
 
 def test_nodes_ready_on_the_pinned_versions() -> None:
-    assert v.nodes(healthy_nodes(), NODES, "1.37.1", RUNTIMES) == []
+    assert v.nodes(healthy_nodes(), NODES, "1.36.9", RUNTIMES) == []
     old = [node("k8s-cp-1", runtime="containerd://1.7.28", kubelet="v1.36.3"),
            node("k8s-worker-1", ready="Unknown")]  # fmt: skip
-    assert v.nodes(old, NODES, "1.37.1", RUNTIMES) == [
+    assert v.nodes(old, NODES, "1.36.9", RUNTIMES) == [
         "k8s-worker-2: not registered",
-        "k8s-cp-1: kubelet v1.36.3, want v1.37.1",
-        "k8s-cp-1: runtime containerd://1.7.28, want containerd://2.3.4",
+        "k8s-cp-1: kubelet v1.36.3, want v1.36.9",
+        "k8s-cp-1: runtime containerd://1.7.28, want containerd://2.2.9",
         "k8s-worker-1: not Ready",
     ]
 
