@@ -131,7 +131,10 @@ def test_key_written_here_is_read_on_another_member(
     other = host_named(request, other_name)
     key, value = f"/svc-test/replication/{host.backend.host}", uuid.uuid4().hex
     assert etcdctl(host, "put", key, value).rc == 0
-    got = etcdctl(other, "get --print-value-only", key)
+    try:
+        got = etcdctl(other, "get --print-value-only", key)
+    finally:
+        etcdctl(host, "del", key)  # make verify leaves no key behind
     assert got.rc == 0, got.stderr
     assert got.stdout.strip() == value
 
@@ -155,5 +158,6 @@ def test_quorum_survives_a_stopped_member(request: pytest.FixtureRequest) -> Non
         victim.run("systemctl start etcd")
     wait_for(lambda: etcdctl(victim, "endpoint health").rc == 0, 60, "the member to rejoin")
     got = etcdctl(victim, "get --print-value-only /svc-test/during-outage")
+    etcdctl(survivor, "del /svc-test/during-outage")
     assert got.stdout.strip() == value, "the restarted member did not catch up"
     assert etcdctl(survivor, "endpoint health --cluster").rc == 0
