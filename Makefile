@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify molecule vagrant-docker clean
+.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify rehearse molecule vagrant-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., ST
 	$(if $(filter environment%,$(origin STAGES)),$(error STAGES is set in the environment, which would narrow a full verify silently: unset it, or pass it on the command line (make verify STAGES=...)))
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest tests/infra --ansible-inventory=$(INVENTORY) \
 	  --connection=ansible --sudo $(if $(STAGES),--stages $(STAGES))
+
+rehearse: venv-dev ## boot the cluster, make verify, run the cluster labs, write a go/no-go table (KEEP=1, DISRUPTIVE=1)
+	$(BIN)/python -m labctl.rehearse $(if $(KEEP),--keep) $(if $(DISRUPTIVE),--disruptive)
 
 vagrant-docker: venv-dev images ## the Vagrantfile on docker (1+2, 3+1): offline stages, idempotence, verify, destroy
 	$(BIN)/pytest tests/vagrant
