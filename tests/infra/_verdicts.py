@@ -84,6 +84,17 @@ def clock_skew(samples: Mapping[str, tuple[float, float, float]]) -> list[str]:
     return problems
 
 
+def cri_version(version: str) -> str:
+    """A runtime's version as the kubelet shows it in containerRuntimeVersion: parsed by
+    apimachinery's util/version, semantic if it can (no leading v), else generic, which keeps
+    the numbers only (Debian's "1.6.20~ds1" shows as "1.6.20")."""
+    semantic = re.match(r"^\s*v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)$", version)
+    if semantic:
+        return semantic.group(1)
+    generic = re.match(r"^\s*v?(\d+(?:\.\d+)*)", version)
+    return generic.group(1) if generic else version
+
+
 def _conditions(obj: Mapping[str, Any]) -> dict[str, str]:
     return {c["type"]: c["status"] for c in obj.get("status", {}).get("conditions", [])}
 
@@ -162,8 +173,10 @@ def apiservices(items: list[dict[str, Any]]) -> list[str]:
 
 
 def workloads(deployments: list[dict[str, Any]], daemonsets: list[dict[str, Any]]) -> list[str]:
-    """Deployments with every replica available and updated; DaemonSets scheduled, updated and
-    available on every node they target (apps/v1 status fields)."""
+    """Deployments with every replica available and updated; DaemonSets updated and available on
+    every node they target (apps/v1 status fields). A DaemonSet may target no node (a GPU-only
+    one on a cluster without GPUs); that every node runs the CNI and kube-proxy is checked per
+    node elsewhere."""
     problems = []
     for d in deployments:
         name = f"deployment {d['metadata']['namespace']}/{d['metadata']['name']}"
@@ -179,7 +192,7 @@ def workloads(deployments: list[dict[str, Any]], daemonsets: list[dict[str, Any]
         have = ds.get("status", {})
         want = have.get("desiredNumberScheduled", 0)
         counts = [have.get(k, 0) for k in ("numberAvailable", "updatedNumberScheduled")]
-        if want == 0 or min(counts) < want or have.get("numberMisscheduled", 0):
+        if min(counts) < want or have.get("numberMisscheduled", 0):
             problems.append(
                 f"{name}: {counts[0]}/{want} available, {counts[1]}/{want} updated, "
                 f"{have.get('numberMisscheduled', 0)} misscheduled"

@@ -10,7 +10,8 @@ raised through `skip_by_design`:
     one control-plane node (no VIP), too few etcd members for the check;
   - a disruptive check without INFRA_DISRUPTIVE=1;
   - the no-GPU check on a host that has a GPU;
-  - a Molecule stand-in's check on a real cluster.
+  - a Molecule stand-in's check on a real cluster;
+  - a module whose hosts group the inventory declares empty (gpu_nodes without GPUs).
 So a check that cannot run on a cluster that should allow it ("no NVIDIA device" on a gpu_nodes
 host, "no admin kubeconfig") fails the full run instead of leaving it green.
 """
@@ -76,15 +77,32 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if (
-        report.skipped
-        and selected_stages(item.config) is None
-        and not (call.excinfo and isinstance(call.excinfo.value, ByDesign))
-    ):
-        reason = str(call.excinfo.value) if call.excinfo else str(report.longrepr)
+    if not report.skipped or selected_stages(item.config) is not None:
+        return report
+    reason = str(call.excinfo.value) if call.excinfo else str(report.longrepr)
+    by_design = (call.excinfo and isinstance(call.excinfo.value, ByDesign)) or (
+        reason.startswith(EMPTY_HOSTS) and declared_but_empty(item)
+    )
+    if not by_design:
         report.outcome = "failed"
         report.longrepr = f"skipped in a full run, which allows only by-design skips: {reason}"
     return report
+
+
+# pytest's reason when testinfra parametrizes a module over a group without hosts.
+EMPTY_HOSTS = "got empty parameter set for (_testinfra_host)"
+
+
+def declared_but_empty(item: pytest.Item) -> bool:
+    """The module's testinfra_hosts groups all exist in the inventory (an empty gpu_nodes is
+    how an inventory says "no GPUs"); a misspelt group is not by design."""
+    groups = [h.removeprefix("ansible://") for h in getattr(item.module, "testinfra_hosts", [])]
+    inventory = AnsibleRunner.get_runner(item.config.option.ansible_inventory).inventory
+    declared = set(inventory) | {
+        child for group in inventory.values() if isinstance(group, dict)
+        for child in group.get("children", [])
+    }  # fmt: skip
+    return bool(groups) and all(group in declared for group in groups)
 
 
 def inventory_runner(host: Any) -> AnsibleRunner:

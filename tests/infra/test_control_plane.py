@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _infra import GET, KUBECTL, kubectl_json
+from _infra import GET, KUBECTL, kubectl_json, role_vars
 from conftest import require_group
 
 
@@ -63,8 +63,9 @@ def test_api_server_advertises_the_private_address(
     assert f"--advertise-address={host_vars['k8s_node_ip']}" in manifest
     if host_vars.get("etcd_external"):
         servers = next(line for line in manifest.splitlines() if "--etcd-servers=" in line)
-        for name in host_vars["groups"]["etcd"]:
-            assert f"https://{node_ips[name]}:2379" in servers, servers
+        port = role_vars(host, "control_plane")["control_plane_etcd_client_port"]
+        for name in host_vars["groups"][role_vars(host, "etcd")["etcd_group"]]:
+            assert f"https://{node_ips[name]}:{port}" in servers, servers
 
 
 def test_every_node_registered_with_its_private_address(

@@ -24,6 +24,13 @@ def _vars(host: Any) -> dict[str, Any]:
     return role_vars(host, "etcd")
 
 
+@pytest.fixture(autouse=True)
+def _external_etcd(request: pytest.FixtureRequest) -> None:
+    members = group_hosts(request, "etcd")
+    if members and not vars_of(request, members[0]).get("etcd_external", True):
+        skip_by_design("etcd_external is false: kubeadm's stacked etcd, no etcd role to check")
+
+
 def _url(v: dict[str, Any]) -> str:
     return f"https://{v['k8s_node_ip']}:{v['etcd_client_port']}"
 

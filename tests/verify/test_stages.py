@@ -73,6 +73,43 @@ def test_stage_run_keeps_every_skip_a_skip(tmp_path: Path) -> None:
     assert "stage 'cluster' not selected (stages: nfs_provisioner, nfs_server)" in other.stdout
 
 
+GPU_MODULE = """
+testinfra_hosts = ["ansible://{group}"]
+
+def test_driver(host):
+    pass
+"""
+INVENTORY = """
+all:
+  hosts:
+    n1: {ansible_connection: local}
+  children:
+    kube_control_plane: {hosts: {n1: {}}}
+    gpu_nodes: {hosts: {}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("group", "outcome"), [("gpu_nodes", "1 skipped"), ("gpu_node", "1 error")]
+)
+def test_full_run_accepts_a_declared_empty_group_only(
+    tmp_path: Path, group: str, outcome: str
+) -> None:
+    """An inventory with an empty gpu_nodes has no GPUs, by design; a misspelt group fails."""
+    (tmp_path / "hosts.yml").write_text(INVENTORY)
+    shutil.copy(INFRA / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_nvidia_gpu.py").write_text(GPU_MODULE.format(group=group))
+    env = {**os.environ, "PYTHONPATH": str(INFRA), "PATH": f"{Path(sys.executable).parent}:"
+           f"{os.environ['PATH']}"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--connection=ansible",
+         f"--ansible-inventory={tmp_path / 'hosts.yml'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert f"{outcome} in" in done.stdout, done.stdout[-2000:]
+    assert (done.returncode == 0) == (outcome == "1 skipped")
+
+
 def test_unknown_stage_stops_the_run_in_one_line(tmp_path: Path) -> None:
     done = run_demo(tmp_path, "--stages=storag")
     assert done.returncode == 4

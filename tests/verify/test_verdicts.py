@@ -292,3 +292,12 @@ def test_gpu_nodes_must_have_and_offer_their_gpus() -> None:
 ])  # fmt: skip
 def test_pod_addresses_in_the_pod_network(addresses: list[str], problems: list[str]) -> None:
     assert v.in_network(addresses, "10.244.0.0/16") == problems
+
+
+@pytest.mark.parametrize(("installed", "reported"), [
+    ("v2.3.4", "2.3.4"),  # a release build's `containerd --version`
+    ("1.6.20~ds1", "1.6.20"),  # Debian's package: generic parse, numbers only
+    ("v2.1.0-rc.1", "2.1.0-rc.1"),
+])  # fmt: skip
+def test_runtime_version_as_the_kubelet_reports_it(installed: str, reported: str) -> None:
+    assert v.cri_version(installed) == reported
