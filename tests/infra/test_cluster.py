@@ -300,20 +300,21 @@ def test_default_storage_class_is_the_nfs_provisioner(
 
 def test_a_pod_gets_a_gpu_and_computes_on_it(request: pytest.FixtureRequest, first_cp: Any) -> None:
     """The device plugin README's own test (nvidia k8s-device-plugin, at its pinned version):
-    CUDA vector addition in a pod that asks for one GPU under the nvidia RuntimeClass, as lab 10
-    does."""
+    CUDA vector addition in a pod that asks for one GPU under the role's RuntimeClass, as lab
+    10 does."""
     needs(request, "control_plane", "node", "nvidia_gpu")
     if not group_hosts(request, "gpu_nodes"):
         skip_by_design("no host in gpu_nodes (GPUs are opt-in: see inventory/sample)")
     scratch_namespace = request.getfixturevalue("scratch_namespace")
-    image = role_vars(first_cp, "nvidia_gpu")["nvidia_gpu_smoke_image"]
+    v = role_vars(first_cp, "nvidia_gpu")
+    image = v["nvidia_gpu_smoke_image"]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "verify-gpu", "namespace": scratch_namespace},
         "spec": {
             "restartPolicy": "Never",
-            "runtimeClassName": "nvidia",
+            "runtimeClassName": v["nvidia_gpu_runtime_class"],
             "tolerations": [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ],
