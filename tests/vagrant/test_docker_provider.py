@@ -8,9 +8,11 @@ Two clusters, one after the other, each in a copy of the project files in a temp
 - 3 control planes + 1 worker, provisioned with only what differs there: etcd (three members)
   and the loadbalancer's VIP.
 
-Each: `vagrant up --provider=docker` (stages picked through K8S_ANSIBLE_TAGS), a second
-`vagrant provision` that changes nothing, the testinfra suite (tests/infra) over the generated
-inventory, and `vagrant destroy -f` that leaves no container or network behind. The default
+Each is brought up by the workshop rehearsal (`python -m labctl.rehearse --keep`, what `make
+rehearse` runs): `vagrant up` on the docker provider (stages picked through K8S_ANSIBLE_TAGS), a
+second `vagrant provision` that must change nothing, `make verify` (tests/infra) over the
+generated inventory, the cluster labs recorded as skipped (no kubelet in containers), and its
+go/no-go table. Then `vagrant destroy -f` must leave no container or network behind. The default
 cluster also shows an online stage failing at once, offline. Without Docker, vagrant or the local
 image the tests skip loudly; in CI (CI=true) that is a failure.
 """
@@ -42,8 +44,11 @@ LABEL = "tf-k8s-workshop.project"  # the Vagrantfile's DOCKER_LABEL
 # The sources CI can reach: Debian's packages instead of the upstream releases. Debian's
 # containerd is 1.6, which Kubernetes supports up to 1.35 (the containerd role refuses newer).
 # Its etcd is 3.4, too old for kube-apiserver (the etcd role refuses it unless told otherwise).
-OFFLINE_VARS = {"containerd_install_method": "distro", "etcd_install_method": "distro",
-                "etcd_min_version": "3.4.0"}
+OFFLINE_VARS = {
+    "containerd_install_method": "distro",
+    "etcd_install_method": "distro",
+    "etcd_min_version": "3.4.0",
+}
 OFFLINE_KUBE = {"K8S_VERSION": "1.35.0"}
 RECAP = re.compile(
     r"^(?P<host>\S+)\s*: ok=\d+\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
@@ -73,8 +78,12 @@ CONFIGS = [
     ),
     Config(
         "ha",
-        {"K8S_SUBNET": "10.213.2.0/24", "K8S_CONTROL_PLANES": "3", "K8S_WORKERS": "1",
-         **OFFLINE_KUBE},
+        {
+            "K8S_SUBNET": "10.213.2.0/24",
+            "K8S_CONTROL_PLANES": "3",
+            "K8S_WORKERS": "1",
+            **OFFLINE_KUBE,
+        },
         ("etcd", "loadbalancer"),
         ("etcd", "loadbalancer", "cluster"),
         {
@@ -110,7 +119,22 @@ class Cluster:
     config: Config
     project: Path
     env: dict[str, str]
-    up: subprocess.CompletedProcess[str] | None = None  # `vagrant up`, once it ran
+    rehearsal: Path | None = None  # the rehearsal's directory (table, logs), once it ran
+
+    def table(self) -> dict[str, Any]:
+        assert self.rehearsal is not None
+        return dict(json.loads((self.rehearsal / "report.json").read_text()))
+
+    def log(self, step: str) -> str:
+        """The output of one of the rehearsal's steps."""
+        assert self.rehearsal is not None
+        (found,) = [s for s in self.table()["steps"] if s["name"] == step]
+        return (self.rehearsal / found["log"]).read_text()
+
+    @property
+    def junit(self) -> Path:
+        """Where the rehearsal's `make verify` wrote its JUnit report (PYTEST_ADDOPTS)."""
+        return self.project / "infra.xml"
 
     @property
     def inventory(self) -> Path:
@@ -190,9 +214,18 @@ def cluster(
         config, make_project(tmp_path_factory.mktemp(f"docker-{config.name}")), vagrant_env(config)
     )
     try:
-        made.up = made.vagrant("up", "--provider=docker")
-        if made.up.returncode != 0:
-            pytest.fail(f"vagrant up failed:\n{tail(made.up)}")
+        out = made.project / "rehearsal"
+        done = subprocess.run(
+            [str(BIN / "python"), "-m", "labctl.rehearse", "--project", str(made.project),
+             "--keep", "--out", str(out)],
+            cwd=REPO, env={**made.env, "K8S_PROVIDER": "docker",
+                           "PYTEST_ADDOPTS": f"--junitxml={made.junit} -p no:cacheprovider"},
+            capture_output=True, text=True, timeout=2400, check=False,
+        )  # fmt: skip
+        runs = sorted(out.iterdir()) if out.is_dir() else []
+        if done.returncode != 0 or len(runs) != 1:
+            pytest.fail(f"the rehearsal said no-go:\n{tail(done)}")
+        made.rehearsal = runs[0]
         yield made
     finally:
         made.vagrant("destroy", "-f")
@@ -202,12 +235,35 @@ def cluster(
             docker("rm", "-f", *leftover)
 
 
+def test_rehearsal_table_says_go_with_the_labs_skipped(cluster: Cluster) -> None:
+    table = cluster.table()
+    assert table["verdict"] == "GO"
+    assert table["cluster"]["provider"] == "docker"
+    steps = {s["name"]: (s["status"], s["reason"]) for s in table["steps"]}
+    assert {k: v[0] for k, v in steps.items() if v[0] == "passed"} == dict.fromkeys(
+        ["vagrant up", "re-provision changes nothing", "make verify"], "passed"
+    )
+    labs = {k: v for k, v in steps.items() if k.startswith("lab ")}
+    assert len(labs) == 7 and all(
+        status == "skipped" and "the docker provider runs no kubelet" in reason
+        for status, reason in labs.values()
+    ), labs
+    assert steps["vagrant destroy"] == ("skipped", "KEEP=1: the cluster stays up")
+    # Ansible's per-task timestamps give each play's bring-up time.
+    plays = {p["play"]: p["seconds"] for p in table["bring_up"]}
+    assert "Check and prepare every node" in plays and all(t > 0 for t in plays.values()), plays
+    assert cluster.rehearsal is not None
+    markdown = (cluster.rehearsal / "report.md").read_text()
+    assert (
+        markdown.startswith("# Rehearsal: GO") and "| cluster | make verify | passed |" in markdown
+    )
+
+
 def test_up_boots_every_node_and_provisions_it(cluster: Cluster) -> None:
-    config, up = cluster.config, cluster.up
-    assert up is not None
+    config, up = cluster.config, cluster.log("vagrant up")
     # Every node provisioned, none failed; the plan names the tags it ran with.
-    assert f"Ansible tags: {','.join(config.stages)}" in up.stdout
-    assert {h: (r["unreachable"], r["failed"]) for h, r in recap(up.stdout).items()} == (
+    assert f"Ansible tags: {','.join(config.stages)}" in up
+    assert {h: (r["unreachable"], r["failed"]) for h, r in recap(up).items()} == (
         dict.fromkeys(config.nodes, (0, 0))
     )
     containers = {c["Config"]["Hostname"]: c for c in cluster.containers()}
@@ -232,27 +288,17 @@ def test_up_boots_every_node_and_provisions_it(cluster: Cluster) -> None:
 
 
 def test_second_provision_changes_nothing(cluster: Cluster) -> None:
-    # No K8S_PROVIDER: the Vagrantfile keeps the provider the machines were created with.
-    again = cluster.vagrant("provision")
-    assert again.returncode == 0, tail(again)
-    changed = {h: r["changed"] for h, r in recap(again.stdout).items()}
-    assert changed == dict.fromkeys(cluster.config.nodes, 0), tail(again)
+    again = cluster.log("re-provision changes nothing")
+    changed = {h: r["changed"] for h, r in recap(again).items()}
+    assert changed == dict.fromkeys(cluster.config.nodes, 0), again[-4000:]
 
 
-def test_infra_suite_passes_on_the_machines(cluster: Cluster, tmp_path: Path) -> None:
-    """tests/infra over the generated inventory, as `make verify` runs it on any cluster."""
-    report = tmp_path / "infra.xml"
+def test_infra_suite_passes_on_the_machines(cluster: Cluster) -> None:
+    """tests/infra over the generated inventory: the rehearsal's `make verify`."""
+    verify = cluster.log("make verify")
     stages = ",".join((*cluster.config.stages, "cluster"))
-    done = subprocess.run(
-        [
-            str(BIN / "pytest"), "tests/infra", f"--ansible-inventory={cluster.inventory}",
-            "--connection=ansible", "--sudo", f"--stages={stages}", "-p", "no:cacheprovider",
-            f"--junitxml={report}", "-q",
-        ],
-        cwd=REPO, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        capture_output=True, text=True, timeout=1200, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, tail(done)
+    assert f"--stages {stages}" in verify, verify[:2000]
+    report = cluster.junit
     outcomes = infra_outcomes(report)
     for stage in cluster.config.proven:
         assert "passed" in outcomes.get(f"test_{stage}", {}).values(), (stage, outcomes)
