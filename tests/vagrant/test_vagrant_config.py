@@ -189,7 +189,8 @@ def test_environment_beats_local_file_beats_defaults(vagrant: str, project: Path
 
 
 def test_kube_version_defaults_to_the_pin_and_k8s_version_overrides_it(
-        vagrant: str, project: Path) -> None:
+    vagrant: str, project: Path
+) -> None:
     pin = versions.get("kube_version")
     minor = int(pin.split(".")[1])
     other = f"1.{minor - 1}.0"
@@ -197,9 +198,10 @@ def test_kube_version_defaults_to_the_pin_and_k8s_version_overrides_it(
     assert done.returncode == 0, done.stderr
     assert inventory(project)["all"]["vars"]["kube_version"] == other
     assert f"Kubernetes {other}" in done.stdout
-    (project / "versions.yml").write_text("kube_version: \"1.99.0\"\n")  # vagrant_boxes lost
-    assert_one_line_error(validate(project), "versions.yml has no vagrant_boxes",
-                          "git checkout versions.yml")
+    (project / "versions.yml").write_text('kube_version: "1.99.0"\n')  # vagrant_boxes lost
+    assert_one_line_error(
+        validate(project), "versions.yml has no vagrant_boxes", "git checkout versions.yml"
+    )
 
 
 def test_the_old_local_settings_name_is_read_with_a_notice(vagrant: str, project: Path) -> None:
@@ -549,9 +551,11 @@ def test_setup_vagrant_asks_to_rename_the_old_local_settings(project: Path) -> N
     (project / "cluster.local.yml").write_text("workers: 3\n")
     done = setup_vagrant(project, "-n", "2", "-y")
     assert done.returncode == 2
-    assert done.stderr.strip() == ("setup-vagrant: cluster.local.yml is now vagrant.local.yml: "
-                                   "rename it (mv cluster.local.yml vagrant.local.yml), then "
-                                   "run this again")
+    assert done.stderr.strip() == (
+        "setup-vagrant: cluster.local.yml is now vagrant.local.yml: "
+        "rename it (mv cluster.local.yml vagrant.local.yml), then "
+        "run this again"
+    )
     assert not (project / "vagrant.local.yml").exists()
 
 
