@@ -32,6 +32,8 @@ def stage_times(output: str) -> list[tuple[str, float]]:
             if fresh:
                 marks.append((play, end))
                 fresh = False
+    if not marks:
+        return []  # no task ran (a bring-up that failed before Ansible, or no profile output)
     times: dict[str, float] = {}
     for (name, started), (_, following) in zip(marks, [*marks[1:], ("", end)], strict=True):
         times[name] = times.get(name, 0.0) + following - started

@@ -8,6 +8,7 @@ tests/vagrant/test_rehearse_docker.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,6 @@ def test_plan_is_read_from_the_vagrantfile(vagrant: str, monkeypatch: pytest.Mon
 
 
 def test_bad_cluster_settings_stop_before_anything_boots(vagrant: str, tmp_path: Path) -> None:
-    import os
-
     env = {**os.environ, "K8S_WORKERS": "many"}
     done = rehearse("--out", str(tmp_path), env=env)
     assert done.returncode == 2
@@ -148,9 +147,50 @@ def test_skips_and_failures_carry_the_tools_own_reason(tmp_path: Path) -> None:
     assert report.go(outcomes[:1]) and not report.go(outcomes)
 
 
+def test_no_task_timestamps_mean_no_bring_up_times() -> None:
+    assert report.stage_times("Bringing machine 'k8s-cp-1' up...\nfatal: no box\n") == []
+
+
 def test_bring_up_time_per_play_from_profile_tasks() -> None:
     # A real ansible-playbook run with ansible.posix.profile_tasks (two plays, sleep 1 and 2).
     times = report.stage_times((FIXTURES / "profile-tasks.txt").read_text())
     assert [name for name, _ in times] == ["Prepare every node", "Bring up the control plane"]
     assert times[0][1] == pytest.approx(1.741, abs=0.01)
     assert times[1][1] == pytest.approx(2.486, abs=0.01)
+
+
+FAKE_VAGRANT = """#!/bin/sh
+# vagrant's stand-in: the plan of a 2-node docker cluster, and a bring-up that fails.
+case "$1" in
+  validate) printf '%s\\n' \\
+    'Cluster: 1 control plane + 1 worker = 2 VMs on docker (amd64), Kubernetes 1.0.0' \\
+    'Each VM: 2 vCPUs, 2048 MiB, box; in total 4 vCPUs and 4096 MiB of host memory' \\
+    '  k8s-cp-1       10.0.0.11   control plane' '  k8s-worker-1   10.0.0.21   worker' ;;
+  up) echo 'TASK [common : Install packages]'; echo 'fatal: [k8s-cp-1]: FAILED! => no mirror'
+      exit 1 ;;
+  *) echo "unexpected: $*" >&2; exit 9 ;;
+esac
+"""
+
+
+def test_a_failed_bring_up_writes_the_table_and_keeps_the_machines(
+    tmp_path: Path, require_docker: None
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "vagrant").write_text(FAKE_VAGRANT)
+    (bin_dir / "vagrant").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = rehearse("--project", str(tmp_path), "--out", str(tmp_path / "out"), env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    (run,) = (tmp_path / "out").iterdir()
+    table = json.loads((run / "report.json").read_text())
+    assert table["verdict"] == "NO-GO"
+    assert table["steps"][0]["reason"] == "fatal: [k8s-cp-1]: FAILED! => no mirror"
+    after = {s["name"]: (s["status"], s["reason"]) for s in table["steps"][1:]}
+    assert after["make verify"] == ("not run", "an earlier step failed")
+    assert after["vagrant destroy"] == ("not run", "kept for inspection")
+    assert {status for status, _ in after.values()} == {"not run", "skipped"}  # labs: docker
+    assert f"(cd {tmp_path} && vagrant destroy -f)" in done.stdout
+    assert "unexpected" not in done.stderr, "nothing but validate and up may run"
