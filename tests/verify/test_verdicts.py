@@ -295,7 +295,7 @@ def test_pod_addresses_in_the_pod_network(addresses: list[str], problems: list[s
 
 
 @pytest.mark.parametrize(("installed", "reported"), [
-    ("v2.3.4", "2.3.4"),  # a release build's `containerd --version`
+    ("v2.2.9", "2.2.9"),  # a release build's `containerd --version`
     ("1.6.20~ds1", "1.6.20"),  # Debian's package: generic parse, numbers only
     ("v2.1.0-rc.1", "2.1.0-rc.1"),
 ])  # fmt: skip
