@@ -249,9 +249,11 @@ def test_rehearsal_table_says_go_with_the_labs_skipped(cluster: Cluster) -> None
         for status, reason in labs.values()
     ), labs
     assert steps["vagrant destroy"] == ("skipped", "KEEP=1: the cluster stays up")
-    # Ansible's per-task timestamps give each play's bring-up time.
+    # Ansible's per-task timestamps give each play's bring-up time; both clusters run etcd's
+    # (the plays their tags leave out take next to nothing).
     plays = {p["play"]: p["seconds"] for p in table["bring_up"]}
-    assert "Check and prepare every node" in plays and all(t > 0 for t in plays.values()), plays
+    assert plays.get("Run the external etcd cluster", 0) > 1, plays
+    assert all(t >= 0 for t in plays.values()), plays
     assert cluster.rehearsal is not None
     markdown = (cluster.rehearsal / "report.md").read_text()
     assert (
