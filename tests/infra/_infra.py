@@ -119,6 +119,22 @@ def kubectl_json(host: Any, args: str) -> Any:
     return json.loads(kubectl(host, f"{args} -o json"))
 
 
+def items(host: Any, args: str) -> list[dict[str, Any]]:
+    """The objects of a `kubectl get` list."""
+    return list(kubectl_json(host, args)["items"])
+
+
+def wait_pod_ended(host: Any, namespace: str, pod: str) -> None:
+    """Wait (SETTLE_S at most) until a run-to-completion pod has Succeeded or Failed."""
+
+    def running() -> list[str]:
+        get = f"-n {namespace} get pod {pod} -o jsonpath='{{.status.phase}}'"
+        phase = kubectl(host, get)
+        return [] if phase in ("Succeeded", "Failed") else [f"pod {pod} is {phase or 'Pending'}"]
+
+    until_no_problems(running, SETTLE_S, f"pod {pod} to end")
+
+
 def kubectl_apply(host: Any, objects: list[dict[str, Any]]) -> None:
     manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
     with host.sudo():

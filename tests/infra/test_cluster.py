@@ -21,6 +21,7 @@ from _infra import (
     SETTLE_S,
     group_hosts,
     host_named,
+    items,
     kubectl,
     kubectl_apply,
     kubectl_json,
@@ -28,6 +29,7 @@ from _infra import (
     skip_by_design,
     until_no_problems,
     vars_of,
+    wait_pod_ended,
 )
 from conftest import needs
 from test_nvidia_gpu import FIND_GPU
@@ -43,10 +45,6 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-flannel", "calico-system", "tigera-ope
 # The serving certificate must outlive the workshop by this much (kubeadm issues one year).
 CERT_MIN_DAYS = 30
 GPU = "nvidia.com/gpu"
-
-
-def items(host: Any, args: str) -> list[dict[str, Any]]:
-    return list(kubectl_json(host, args)["items"])
 
 
 def runtime_version(host: Any) -> str:
@@ -328,12 +326,6 @@ def test_a_pod_gets_a_gpu_and_computes_on_it(request: pytest.FixtureRequest, fir
         },
     }
     kubectl_apply(first_cp, [pod])
-    ns = f"-n {scratch_namespace}"
-
-    def still_running() -> list[str]:
-        phase = kubectl(first_cp, f"{ns} get pod verify-gpu -o jsonpath='{{.status.phase}}'")
-        return [] if phase in ("Succeeded", "Failed") else [f"pod verify-gpu is {phase}"]
-
-    until_no_problems(still_running, SETTLE_S, "the GPU pod to end")
-    logs = kubectl(first_cp, f"{ns} logs verify-gpu")
+    wait_pod_ended(first_cp, scratch_namespace, "verify-gpu")
+    logs = kubectl(first_cp, f"-n {scratch_namespace} logs verify-gpu")
     assert "Test PASSED" in logs, logs

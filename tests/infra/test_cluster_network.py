@@ -18,6 +18,7 @@ from _infra import (
     KUBECTL,
     SETTLE_S,
     host_named,
+    items,
     kubectl,
     kubectl_apply,
     kubectl_json,
@@ -32,6 +33,7 @@ from conftest import needs
 class Servers:
     namespace: str
     on: dict[str, dict[str, str]]  # node -> {"pod": name, "ip": pod IP}
+    service_ip: str  # their ClusterIP Service
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def servers(request: pytest.FixtureRequest, first_cp: Any, cluster_ips: dict[str
         return [f"no ready server pod on {node}" for node in sorted(set(cluster_ips) - set(found))]
 
     until_no_problems(missing, SETTLE_S, "the per-node HTTP servers")
-    return Servers(scratch_namespace, found)
+    get_ip = f"-n {scratch_namespace} get service {NAME} -o jsonpath='{{.spec.clusterIP}}'"
+    return Servers(scratch_namespace, found, kubectl(first_cp, get_ip))
 
 
 def exec_in(host: Any, namespace: str, pod: str, script: str) -> tuple[int, str]:
@@ -73,11 +76,8 @@ def test_server_pods_get_addresses_in_the_pod_network(first_cp: Any, servers: Se
 
 
 def test_every_pod_reaches_every_pod_service_and_the_api(first_cp: Any, servers: Servers) -> None:
-    service_ip = kubectl(
-        first_cp, f"-n {servers.namespace} get service {NAME} -o jsonpath='{{.spec.clusterIP}}'"
-    )
     api_ip = kubectl(first_cp, "-n default get service kubernetes -o jsonpath='{.spec.clusterIP}'")
-    calls = pod_calls(servers.on, service_ip, f"{api_ip}:443")
+    calls = pod_calls(servers.on, servers.service_ip, f"{api_ip}:443")
     expected = {
         src: {f"pod@{dst}": dst for dst in servers.on} | {"service": None, "kubernetes:443": None}
         for src in servers.on
@@ -100,10 +100,7 @@ def test_every_host_reaches_every_pod(request: pytest.FixtureRequest, servers: S
 
 def test_every_pod_resolves_names_through_every_coredns(first_cp: Any, servers: Servers) -> None:
     domain = role_vars(first_cp, "control_plane")["control_plane_dns_domain"]
-    service_ip = kubectl(
-        first_cp, f"-n {servers.namespace} get service {NAME} -o jsonpath='{{.spec.clusterIP}}'"
-    )
-    coredns = kubectl_json(first_cp, "-n kube-system get pods -l k8s-app=kube-dns")["items"]
+    coredns = items(first_cp, "-n kube-system get pods -l k8s-app=kube-dns")
     resolvers = {p["metadata"]["name"]: p["status"].get("podIP") for p in coredns}
     resolvers["cluster DNS Service"] = ""  # the pod's own resolv.conf: kube-proxy's way
     name = f"{NAME}.{servers.namespace}.svc.{domain}"
@@ -111,7 +108,7 @@ def test_every_pod_resolves_names_through_every_coredns(first_cp: Any, servers: 
     for src, server in servers.on.items():
         for resolver, ip in resolvers.items():
             rc, out = exec_in(first_cp, servers.namespace, server["pod"], f"nslookup {name} {ip}")
-            if rc != 0 or not verdict.dns_answer(out, service_ip):
+            if rc != 0 or not verdict.dns_answer(out, servers.service_ip):
                 problems.append(f"{src} via {resolver}: {out.strip().splitlines()[-1:]}")
     assert not problems, "\n".join(problems)
 

@@ -22,6 +22,7 @@ from _infra import (
     kubectl_json,
     role_vars,
     until_no_problems,
+    wait_pod_ended,
 )
 from _probes import smoke_objects
 from conftest import needs
@@ -38,16 +39,11 @@ def test_a_volume_written_on_one_node_is_read_on_another(
         groups, scratch_namespace, v["nfs_provisioner_smoke_image"]
     )
     ns = f"-n {scratch_namespace}"
-
-    def ended(pod: str) -> list[str]:
-        phase = kubectl(first_cp, f"{ns} get pod {pod} -o jsonpath='{{.status.phase}}'")
-        return [] if phase in ("Succeeded", "Failed") else [f"pod {pod} is {phase or 'Pending'}"]
-
     try:
         kubectl_apply(first_cp, [claim, writer])
-        until_no_problems(lambda: ended("nfs-smoke-writer"), SETTLE_S, "the writer to end")
+        wait_pod_ended(first_cp, scratch_namespace, "nfs-smoke-writer")
         kubectl_apply(first_cp, [reader])
-        until_no_problems(lambda: ended("nfs-smoke-reader"), SETTLE_S, "the reader to end")
+        wait_pod_ended(first_cp, scratch_namespace, "nfs-smoke-reader")
         pods = kubectl_json(first_cp, f"{ns} get pods -l app.kubernetes.io/name=nfs-smoke")
         where = {p["metadata"]["name"]: (p["spec"].get("nodeName"), p["status"]["phase"])
                  for p in pods["items"]}  # fmt: skip
