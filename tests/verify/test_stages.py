@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from _stages import module_stage, resolve, vocabulary
-from conftest import INFRA
 
+# The testinfra suite (tests/verify/conftest.py puts it on sys.path). Not imported from that
+# conftest: in one run with tests/unit, `conftest` may name another folder's module.
+INFRA = Path(__file__).resolve().parents[1] / "infra"
 DEMO = """
 import pytest
 from _infra import skip_by_design
