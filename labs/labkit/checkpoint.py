@@ -68,11 +68,31 @@ class Checkpoint:
     def shard_of(self, name: str) -> int:
         return self._entry(name).shard
 
+    def slices(self, name: str) -> list[Entry]:
+        """The pieces of partitioned variable `name`, in the order of their first row.
+
+        Each piece is stored under a key that TensorFlow's OrderedCode builds from the name and
+        the slice's extents (tensor_slice_reader, EncodeTensorNameSlice): a 0 byte, the name,
+        the bytes 0 1, then the extents, encoded so that keys sort by the slice's start."""
+        prefix = f"\x00{name}\x00\x01"
+        return [entry for key, entry in sorted(self.entries.items()) if key.startswith(prefix)]
+
     def tensor(self, name: str) -> np.ndarray:
         entry = self._entry(name)
         if entry.sliced:
-            raise CheckpointError(f"{name} is a partitioned variable: this reader reads whole "
-                                  "tensors only")
+            pieces = [self.read(piece, name) for piece in self.slices(name)]
+            try:  # the labs' partitioners split the first axis only
+                whole = np.concatenate(pieces) if pieces else np.zeros(0)
+            except ValueError:
+                whole = np.zeros(0)
+            if whole.shape != entry.shape:
+                raise CheckpointError(f"{name}: its {len(pieces)} slices make "
+                                      f"{list(whole.shape)}, the index says {list(entry.shape)}")
+            return whole
+        return self.read(entry, name)
+
+    def read(self, entry: Entry, name: str) -> np.ndarray:
+        """The values of one entry (a whole tensor, or one slice of `name`)."""
         if entry.dtype not in DTYPES:
             kind = SKIPPED.get(entry.dtype, f"DataType {entry.dtype}")
             raise CheckpointError(f"{name} holds {kind} values, which this reader skips")
