@@ -68,6 +68,9 @@ def _lab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ps", type=_count, metavar="N", help="number of parameter servers")
     p.add_argument("--steps", type=_positive_int, metavar="N", help="training steps")
     p.add_argument("--dataset", choices=("digits", "mnist"), help="training data")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="another of the lab's options (lab.toml [args]), e.g. rows=262144; "
+                        "repeatable")
 
 
 def _job_options(p: argparse.ArgumentParser, stall_default: float | None) -> None:
@@ -204,6 +207,7 @@ def last_result(group: str) -> str:
 def _run_options(args: argparse.Namespace) -> dict[str, object]:
     return {
         "workers": args.workers, "ps": args.ps, "steps": args.steps, "dataset": args.dataset,
+        "set": args.set,
         "kill": args.kill, "stall_timeout": args.stall_timeout,
         "max_restarts": args.max_restarts, "target": args.target,
         "namespace": getattr(args, "namespace", None), "image": getattr(args, "image", None),
@@ -227,7 +231,7 @@ def run_lab(lab: labs.Lab, args: argparse.Namespace) -> tuple[int, str, str, flo
     lab_plan = plan.plan_lab(
         lab,
         {"worker": args.workers, "ps": args.ps},
-        {"steps": args.steps, "dataset": args.dataset},
+        plan.arg_overrides(lab, args.steps, args.dataset, args.set),
         args.kill,
     )
 
@@ -287,8 +291,8 @@ def _check_and_print(lab: labs.Lab, run: rundir.RunDir) -> tuple[str, int]:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    for flag in ("workers", "ps", "steps"):
-        if getattr(args, flag) is not None:
+    for flag in ("workers", "ps", "steps", "set"):
+        if getattr(args, flag) not in (None, []):
             raise UsageError(f"--{flag} applies to one lab, not to `run all`")
     if args.kill:
         raise UsageError("--kill applies to one lab, not to `run all`")

@@ -32,7 +32,7 @@ def resolve_counts(lab: Lab, overrides: Mapping[str, int | None]) -> dict[str, i
 
 
 def resolve_args(lab: Lab, overrides: Mapping[str, ArgValue | None]) -> dict[str, ArgValue]:
-    """The lab's [args] with their defaults, overridden by --steps/--dataset where given."""
+    """The lab's [args] with their defaults, overridden where `overrides` gives a value."""
     args = dict(lab.args)
     for name, value in overrides.items():
         if value is None:
@@ -41,6 +41,36 @@ def resolve_args(lab: Lab, overrides: Mapping[str, ArgValue | None]) -> dict[str
             raise UsageError(f"lab {lab.name} takes no --{name.replace('_', '-')}")
         args[name] = value
     return args
+
+
+def arg_overrides(lab: Lab, steps: int | None, dataset: str | None,
+                  sets: Sequence[str]) -> dict[str, ArgValue | None]:
+    """--steps, --dataset and each `--set NAME=VALUE`, the value read as the type of the
+    default in the lab's [args]: `--set rows=1000` -> {"rows": 1000}."""
+    overrides: dict[str, ArgValue | None] = {"steps": steps, "dataset": dataset}
+    for text in sets:
+        name, sep, raw = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in lab.args:
+            raise UsageError(f"bad --set {text!r}: expected NAME=VALUE, NAME one of lab "
+                             f"{lab.name}'s options: {', '.join(lab.args) or 'it has none'}")
+        overrides[name] = _typed(raw.strip(), lab.args[name], text)
+    return overrides
+
+
+def _typed(raw: str, default: ArgValue, text: str) -> ArgValue:
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false"):
+            raise UsageError(f"bad --set {text!r}: the value must be true or false")
+        return raw.lower() == "true"
+    if isinstance(default, int | float):
+        kind = type(default)
+        try:
+            return kind(raw)
+        except ValueError:
+            raise UsageError(f"bad --set {text!r}: the value must be a "
+                             f"{'whole number' if kind is int else 'number'}") from None
+    return raw
 
 
 def args_argv(args: Mapping[str, ArgValue]) -> list[str]:

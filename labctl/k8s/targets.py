@@ -10,7 +10,7 @@ from labctl import labs
 from labctl.errors import UsageError
 from labctl.k8s import manifests as m
 from labctl.k8s.render import render
-from labctl.plan import plan_lab
+from labctl.plan import arg_overrides, plan_lab
 from labctl.states import Target
 
 
@@ -42,7 +42,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise UsageError("render supports --target k8s only")
     lab = labs.load_lab(labs.resolve(args.lab))
     plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
-                    {"steps": args.steps, "dataset": args.dataset}, [])
+                    arg_overrides(lab, args.steps, args.dataset, args.set), [])
     where = dataclasses.replace(m.render_placement(lab, args.namespace, args.image),
                                 deadline_s=args.deadline)
     sys.stdout.write(dump(render(lab, plan, where)))

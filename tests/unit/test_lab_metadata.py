@@ -119,6 +119,20 @@ def test_plan_args_and_argv(labs_root: Path) -> None:
         plan.resolve_args(lab, {"learning_rate": 0.1})
 
 
+def test_set_overrides_a_labs_args_with_the_type_of_its_default(labs_root: Path) -> None:
+    toml = GOOD + 'rows = 65536\nrate = 0.5\ntf1 = false\n'
+    lab = load_lab(make_lab(labs_root, "12-sizing", toml))
+    sets = ["rows=1024", "tf1=true", "rate=0.25", "dataset=mnist"]
+    args = plan.resolve_args(lab, plan.arg_overrides(lab, 50, None, sets))
+    assert args == {"steps": 50, "dataset": "mnist", "rows": 1024, "rate": 0.25, "tf1": True}
+    assert plan.args_argv(args)[-5:] == ["--rows", "1024", "--rate", "0.25", "--tf1"]
+    for text, message in [("rows", "expected NAME=VALUE"), ("nope=1", "options: steps, "),
+                          ("rows=1.5", "must be a whole number"), ("rate=x", "must be a number"),
+                          ("tf1=yes", "must be true or false")]:
+        with pytest.raises(UsageError, match=message):
+            plan.arg_overrides(lab, None, None, [text])
+
+
 def test_plan_kills_must_name_tasks_of_the_job(labs_root: Path) -> None:
     lab = load_lab(make_lab(labs_root, "04-async", GOOD))
     made = plan.plan_lab(lab, {"worker": 3}, {}, ["worker:2@10"])
