@@ -17,9 +17,11 @@ class _Parser(argparse.ArgumentParser):
 
 def parse(description: str | None, *, training: bool = True, steps: int = 600,
           batch_size: int = 64, learning_rate: float = 0.01,
-          flags: dict[str, str] | None = None) -> argparse.Namespace:
+          flags: dict[str, str] | None = None,
+          numbers: dict[str, tuple[int, str]] | None = None) -> argparse.Namespace:
     """Parse the program's options. Training labs get the data and optimizer options too;
-    `flags` adds on/off options of the program's own ({name: help})."""
+    `flags` adds on/off options of the program's own ({name: help}), `numbers` whole-number
+    ones ({name: (default, help)})."""
     parser = _Parser(description=(description or "").split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True,
                         help="shared by all tasks of a run: results, checkpoints, events")
@@ -36,6 +38,9 @@ def parse(description: str | None, *, training: bool = True, steps: int = 600,
                             help="global steps between test-accuracy evaluations")
     for name, text in (flags or {}).items():
         parser.add_argument(f"--{name}", action="store_true", help=text)
+    for name, (default, text) in (numbers or {}).items():
+        parser.add_argument(f"--{name}", type=_positive, default=default,
+                            help=f"{text} (default %(default)s)")
     return parser.parse_args()
 
 

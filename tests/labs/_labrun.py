@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from labctl import procs
 
 REPO = Path(__file__).resolve().parents[2]
+# The labs that run on a laptop (lab.toml kind "local"), in number order.
+LOCAL_LABS = sorted(p.parent for p in (REPO / "labs").glob("[0-9][0-9]-*/lab.toml")
+                    if tomllib.loads(p.read_text())["kind"] == "local")
 
 
 def labctl(state: Path, *args: str, env: dict[str, str] | None = None,

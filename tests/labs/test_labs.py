@@ -1,4 +1,4 @@
-"""Labs 01-07 beyond their READMEs (which test_readme_commands.py follows end to end): more
+"""The local labs beyond their READMEs (which test_readme_commands.py follows end to end): more
 tasks, offline MNIST, the bench, and the lab programs' own handling of bad input.
 
 One TF cluster at a time (a 2-core machine); each run's state lives under tmp_path, and no
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _labrun import REPO, labctl
+from _labrun import LOCAL_LABS, REPO, labctl
 
 LABS = REPO / "labs"
-LAB_DIRS = sorted(p.name for p in LABS.glob("0[1-7]-*"))
+LAB_DIRS = [p.name for p in LOCAL_LABS]
 
 
 def latest(state: Path, lab: str) -> tuple[dict[str, Any], Path]:

@@ -83,6 +83,15 @@ MISTAKES = {
                              "if cfg.task.index == 0:\n    tf.train.Checkpoint(weights="),
                             ("    str(args.output_dir", "        str(args.output_dir")]}, [],
         "FAIL: worker-1 wrote no copy of its weights (checkpoints/worker-1/)"),
+    "12 the table not partitioned (TF2)": (
+        "12", {"train.py": [("variable_partitioner=tf.distribute.experimental.partitioners."
+                             "MinSizePartitioner(\n            min_shard_bytes=MIN_SHARD_BYTES, "
+                             "max_shards=args.shards))", ")")]}, [],
+        "FAIL: the table (4,194,304 bytes) was saved whole, by one task"),
+    "12 every piece on ps:0 (TF1)": (
+        "12", {"train.py": [("with tf1.device(setter):", "with tf1.device('/job:ps/task:0'):")]},
+        ["--set", "tf1=true"], "FAIL: the table's 4 pieces are held by 1 task(s); with 2 ps "
+                               "tasks they should be spread over 2"),
     "07 too few steps": (
         "07", {}, ["--steps", "15"], "FAIL: the trained weights (checkpoints/worker-0/weights)"),
 }
@@ -100,6 +109,7 @@ VARIANTS = {
     "05 three workers": ("05", {}, ["--workers", "3"]),
     "06 two ps": ("06", {}, ["--ps", "2"]),
     "07 three workers (README)": ("07", {}, ["--workers", "3"]),
+    "12 TF1, 4 ps (README)": ("12", {}, ["--ps", "4", "--set", "tf1=true"]),
 }
 
 
