@@ -28,7 +28,7 @@ venv: $(LABS_STAMP) ## virtualenv with labctl and TensorFlow
 
 venv-dev: $(DEV_STAMP) ## virtualenv with everything the tests need
 
-labs: venv ## set up, then run every local lab (01-07, 12) with its check
+labs: venv ## set up, then run every local lab (01-07, 12, 13) with its check
 	$(BIN)/labctl run all --check
 
 docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)

@@ -3,7 +3,8 @@
 Every worker holds a full copy (a mirror) of the variables. At each step each worker computes
 gradients on its own share of the global batch; a collective all-reduce sums them across the
 workers, and every worker applies the same update to its copy, so the copies never diverge.
-Keras 3 layers with a custom training loop (Keras 3's model.fit fails under this strategy).
+Keras 3 layers with a custom training loop (Keras 3's model.fit fails under this strategy);
+the step itself is labkit.mirrored's, which lab 13 shares.
 At the end every worker writes its own copy of the weights to checkpoints/worker-<index>/.
 """
 
@@ -19,7 +20,7 @@ import tensorflow as tf  # noqa: E402  (after option parsing: bad input fails fa
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
 import keras  # noqa: E402
-from labkit import data, model  # noqa: E402
+from labkit import data, mirrored, model  # noqa: E402
 
 ds = data.load(args.dataset)
 global_batch = args.batch_size * cfg.count("worker")
@@ -28,27 +29,7 @@ with strategy.scope():  # variables created here are mirrored on every worker
     optimizer = keras.optimizers.Adam(args.learning_rate)
 
 
-def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-    """Each worker reads its own shard of the training set."""
-    train = tf.data.Dataset.from_tensor_slices((ds.x_train, ds.y_train))
-    train = train.shard(context.num_input_pipelines, context.input_pipeline_id)
-    return train.shuffle(len(ds.y_train)).repeat().batch(
-        context.get_per_replica_batch_size(global_batch))
-
-
-@tf.function
-def train_step(iterator) -> tf.Tensor:
-    def replica_fn(x, y):
-        with tf.GradientTape() as tape:
-            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, net(x, training=True))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-        grads = tape.gradient(loss, net.trainable_variables)
-        # Keras sums the gradients over all workers (all-reduce) before applying them.
-        optimizer.apply_gradients(zip(grads, net.trainable_variables, strict=True))
-        return loss
-
-    losses = strategy.run(replica_fn, args=next(iterator))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+train_step = mirrored.train_step(strategy, net, optimizer, global_batch)
 
 
 @tf.function
@@ -61,7 +42,7 @@ def weight_checksums() -> tf.Tensor:
     return strategy.gather(strategy.run(replica_fn), axis=0)
 
 
-batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+batches = mirrored.batches(strategy, ds, global_batch)
 progress = report.Progress()
 for step in range(1, args.steps + 1):
     loss = train_step(batches)

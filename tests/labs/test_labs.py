@@ -133,7 +133,7 @@ def test_lab_toml_args_match_the_programs_defaults() -> None:
         shown = subprocess.run([sys.executable, str(program(lab)), "--help"], env=env,
                                capture_output=True, text=True, timeout=60, check=True).stdout
         for name in meta.get("args", {}):
-            assert f"--{name}" in shown, (lab, name)
+            assert f"--{name.replace('_', '-')}" in shown, (lab, name)  # as labctl passes it
         if "steps" in meta.get("args", {}) and program(lab).parent.name == lab:
             default = re.search(r"--steps STEPS\s+global training steps \(default (\d+)\)", shown)
             assert default and int(default.group(1)) == meta["args"]["steps"], (lab, shown)

@@ -92,6 +92,13 @@ MISTAKES = {
         "12", {"train.py": [("with tf1.device(setter):", "with tf1.device('/job:ps/task:0'):")]},
         ["--set", "tf1=true"], "FAIL: the table's 4 pieces are held by 1 task(s); with 2 ps "
                                "tasks they should be spread over 2"),
+    "13 no restore after a kill": (
+        "13", {"train.py": [("checkpoint.restore(tf.train.latest_checkpoint(CHECKPOINTS))", "")]},
+        ["--kill", "worker:1@100"], "FAIL: worker:0 started again at step 1"),
+    "13 the evaluator stops after one checkpoint": (
+        "13", {"train.py": [("        if step >= args.steps:\n            return",
+                             "        return")]}, [],
+        "FAIL: the evaluator evaluated 1 checkpoint(s)"),
     "07 too few steps": (
         "07", {}, ["--steps", "15"], "FAIL: the trained weights (checkpoints/worker-0/weights)"),
 }
@@ -110,6 +117,7 @@ VARIANTS = {
     "06 two ps": ("06", {}, ["--ps", "2"]),
     "07 three workers (README)": ("07", {}, ["--workers", "3"]),
     "12 TF1, 4 ps (README)": ("12", {}, ["--ps", "4", "--set", "tf1=true"]),
+    "13 the chief killed (README)": ("13", {}, ["--kill", "worker:0@100"]),
 }
 
 
