@@ -16,7 +16,7 @@ import re
 import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
 from labkit import cli, cluster, report
 
-args = cli.parse(__doc__, steps=600)
+args = cli.parse(__doc__, steps=600, learning_rate=0.005)
 cfg = cluster.load(required={"chief", "ps", "worker"})
 
 # TensorFlow's parameter-server tutorial sets this on every task (2.21's default already): a
