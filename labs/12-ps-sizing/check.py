@@ -14,7 +14,7 @@ writes its own data shard (TF1 Saver(sharded=True), TF2 tf.train.Checkpoint alik
 
 import numpy as np
 from labkit import data, tokens
-from labkit.checks import Run, check_steps, main, require
+from labkit.checks import Run, check_steps, main, require, variable_key
 
 MIN_ACCURACY = 0.90  # a bag of hashed tokens is a coarser model than labs 03-07's MLP
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"  # TF2: written by the task that saves
@@ -25,17 +25,13 @@ PLACE = ("create the variables inside strategy.scope() (TF2), or under "
          "tf1.device(replica_device_setter(...)) (TF1)")
 
 
-def key(ckpt, name: str) -> str:
-    """A variable's key: TF1 saves it by name, TF2 by its path in the object graph."""
-    return next((k for k in (name, f"{name}/.ATTRIBUTES/VARIABLE_VALUE") if k in ckpt.entries),
-                name)
-
-
 def check(run: Run) -> str:
     ckpt = run.checkpoint("checkpoints/model")
-    table = key(ckpt, "table")
-    require(table in ckpt.entries, "the checkpoint holds no variable `table`",
-            "keep the lab's model: the check reads its table")
+    weights = {name: variable_key(ckpt, name) for name in ("table", "w", "b")}
+    missing = [name for name, found in weights.items() if found is None]
+    require(not missing, f"the checkpoint holds no variable {', '.join(missing)}",
+            "keep the lab's model: the check reads its table and dense layer")
+    table = weights["table"]
     size = int(np.prod(ckpt.entries[table].shape)) * 4
     require(ckpt.entries[table].sliced, f"the table ({size:,} bytes) was saved whole, by one "
             f"task (data shard {ckpt.shard_of(table)}): it was not partitioned", PARTITION)
@@ -62,9 +58,9 @@ def check(run: Run) -> str:
             "strategy's round robin of equal pieces), not all the big ones on one ps")
     steps = check_steps(run, ckpt)
     ds = data.load(str(run.arg("dataset") or "digits"))
-    weights = ckpt.tensor(table)
-    ids = tokens.token_ids(ds.x_test, weights.shape[0])
-    logits = weights[ids].sum(axis=1) @ ckpt.tensor(key(ckpt, "w")) + ckpt.tensor(key(ckpt, "b"))
+    rows = ckpt.tensor(table)
+    ids = tokens.token_ids(ds.x_test, rows.shape[0])
+    logits = rows[ids].sum(axis=1) @ ckpt.tensor(weights["w"]) + ckpt.tensor(weights["b"])
     accuracy = float(np.mean(np.argmax(logits, axis=1) == ds.y_test))
     require(accuracy >= MIN_ACCURACY, f"the trained weights reach a test accuracy of "
             f"{accuracy:.4f}, below {MIN_ACCURACY:.2f}", f"train longer (`labctl run "

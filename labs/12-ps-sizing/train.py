@@ -14,6 +14,8 @@ The chief prints the bytes each ps holds and the steps per second, and saves a c
 which every ps writes the shards it holds.
 """
 
+import dataclasses
+
 import labkit  # noqa: F401  (first: start time, quiet TensorFlow start-up)
 from labkit import cli, cluster, report
 
@@ -140,16 +142,15 @@ def train_tf1(progress: report.Progress) -> tuple[list, int]:
         _, test_accuracy = model.loss_and_accuracy(logits(table, w, b, test_ids), ds.y_test)
         saver = tf1.train.Saver(sharded=True)  # one file per device: each ps writes its own
         variables = [*table, w, b, global_step]
-        feeds = [data.batches(ds, args.batch_size, seed=i) for i in range(len(towers))]
+        token_ds = dataclasses.replace(ds, x_train=train_ids)  # batches of token ids
+        feeds = [data.batches(token_ds, args.batch_size, seed=i) for i in range(len(towers))]
         devices = [t.device for job in cfg.cluster for t in cfg.tasks(job)]
         with tf1.Session(server.target, config=tf1.ConfigProto(device_filters=devices)) as sess:
             sess.run(tf1.global_variables_initializer())
             for step in range(1, args.steps + 1):
                 feed = {}
                 for (ids, y, _), batches in zip(towers, feeds, strict=True):
-                    pick = next(batches)
-                    feed[ids] = tokens.token_ids(pick[0], args.rows)
-                    feed[y] = pick[1]
+                    feed[ids], feed[y] = next(batches)
                 _, loss = sess.run([train, towers[0][2]], feed)
                 last = step == args.steps
                 accuracy = sess.run(test_accuracy) if step % args.eval_every == 0 or last else None

@@ -15,6 +15,7 @@ evaluator followed the checkpoints.
 import json
 import re
 
+from labkit.checkpoint import Checkpoint
 from labkit.checks import (
     Run,
     check_accuracy,
@@ -50,7 +51,7 @@ def first_steps_after_restarts(run: Run) -> dict[str, int]:
     return found
 
 
-def check_resume(run: Run, saved: dict[int, str]) -> str:
+def check_resume(run: Run, saved: dict[int, Checkpoint]) -> str:
     kills = run.meta.get("kills") or []
     if not kills:
         return ("no task was lost in this run, so nothing resumed: try `labctl run 13 --kill "
@@ -67,13 +68,14 @@ def check_resume(run: Run, saved: dict[int, str]) -> str:
     lost = {task: step for task, step in resumed.items() if step <= before}
     require(not lost, ", ".join(f"{task} started again at step {step}" for task, step in
                                 lost.items())
-            + f" after its restart, but the checkpoint of step {before} ({saved[before]}) "
+            + f" after its restart, but the checkpoint of step {before} "
+            f"({saved[before].prefix.name}) "
             f"was saved before the kill (at step {killed_at})", RESTORE)
     return (f"{kills[0]['task']} was killed at step {killed_at}; the restarted workers went on "
             f"from step {min(resumed.values())}, after the checkpoint of step {before}")
 
 
-def check_evaluator(run: Run, saved: dict[int, str], steps: int) -> str:
+def check_evaluator(run: Run, saved: dict[int, Checkpoint], steps: int) -> str:
     evaluator = next((t for t in run.meta.get("tasks", []) if t.get("name") == "evaluator:0"),
                      None)
     require(evaluator and evaluator.get("exit_code") == 0,
@@ -84,18 +86,18 @@ def check_evaluator(run: Run, saved: dict[int, str], steps: int) -> str:
     require(len(seen) >= 2 and seen[-1] >= steps,
             f"the evaluator evaluated {len(seen)} checkpoint(s) (steps {seen}); it should "
             f"follow training to step {steps}, through several checkpoints", EVALUATOR)
+    by_name = {ckpt.prefix.name: (step, ckpt) for step, ckpt in saved.items()}
     for record in records:
         name = str(record.get("checkpoint"))
-        require(name in saved.values(), f"the evaluator evaluated {name}, which training "
-                "never saved", EVALUATOR)
-        ckpt = run.checkpoint(f"checkpoints/{name}")
+        require(name in by_name, f"the evaluator evaluated {name}, which training never saved",
+                EVALUATOR)
+        step, ckpt = by_name[name]
         accuracy = test_accuracy(run, mlp_weights(ckpt))
         # One held-out digit either way: TensorFlow and numpy may round a near tie apart.
-        require(step_of(ckpt, STEP) == record["step"] and
-                abs(accuracy - record["accuracy"]) <= 1.5 / 360,
+        require(step == record["step"] and abs(accuracy - record["accuracy"]) <= 1.5 / 360,
                 f"the evaluator's record of {name} (step {record['step']}, accuracy "
-                f"{record['accuracy']:.4f}) does not match the checkpoint (step "
-                f"{step_of(ckpt, STEP)}, accuracy {accuracy:.4f})",
+                f"{record['accuracy']:.4f}) does not match the checkpoint (step {step}, "
+                f"accuracy {accuracy:.4f})",
                 "evaluate the checkpoint's own weights: restore them, then evaluate")
     require(list((run.output / "eval").glob("events.out.tfevents.*")),
             "the evaluator wrote no TensorBoard events (eval/events.out.tfevents.*)",
@@ -104,10 +106,10 @@ def check_evaluator(run: Run, saved: dict[int, str], steps: int) -> str:
 
 
 def check(run: Run) -> str:
-    saved = {}
+    saved: dict[int, Checkpoint] = {}  # every checkpoint training kept, by its own step
     for index in sorted((run.output / "checkpoints").glob("ckpt-*.index")):
-        prefix = index.name.removesuffix(".index")
-        saved[step_of(run.checkpoint(f"checkpoints/{prefix}"), STEP)] = prefix
+        ckpt = run.checkpoint(f"checkpoints/{index.name.removesuffix('.index')}")
+        saved[step_of(ckpt, STEP)] = ckpt
     ckpt = run.checkpoint("checkpoints")
     accuracy = check_accuracy(run, ckpt)
     steps = check_steps(run, ckpt, STEP)

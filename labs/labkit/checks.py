@@ -105,11 +105,17 @@ class Run:
                 f"{self.lab}`, fix the cause and run the lab again")
 
 
+def variable_key(ckpt: checkpoint.Checkpoint, name: str) -> str | None:
+    """A variable's key in the checkpoint: TF1 saves it by name, TF2 by its object path."""
+    return next((key for key in (name, f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+                 if key in ckpt.entries), None)
+
+
 def step_of(ckpt: checkpoint.Checkpoint, name: str = "global_step") -> int:
     """A step counter saved in the checkpoint (TF1 name, or its TF2 object path)."""
-    for key in (name, f"{name}/.ATTRIBUTES/VARIABLE_VALUE"):
-        if key in ckpt.entries:
-            return int(ckpt.tensor(key))
+    key = variable_key(ckpt, name)
+    if key is not None:
+        return int(ckpt.tensor(key))
     raise Failed(f"the checkpoint {ckpt.prefix.name} holds no {name}",
                  "save the step counter with the model (the lab's program does)")
 
