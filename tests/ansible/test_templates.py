@@ -246,6 +246,25 @@ def test_cluster_configuration(rendered: Any) -> None:
     assert docs["KubeProxyConfiguration"]["clusterCIDR"] == cluster.pod_subnet
 
 
+def test_api_server_writes_an_audit_log_without_bodies(rendered: Any) -> None:
+    """kube-apiserver's --audit-* flags (k8s.io/apiserver pkg/server/options/audit.go) point at
+    files inside the static pod's mounts, and the policy never logs a request or response body."""
+    cluster, out = rendered
+    api = kubeadm_docs(out, cluster.first)["ClusterConfiguration"]["apiServer"]
+    flags = {arg["name"]: arg["value"] for arg in api["extraArgs"]}
+    mounts = {v["mountPath"]: v for v in api["extraVolumes"]}
+    policy_dir, _, _ = flags["audit-policy-file"].rpartition("/")
+    log_dir, _, _ = flags["audit-log-path"].rpartition("/")
+    assert mounts[policy_dir]["readOnly"] is True and mounts[policy_dir]["pathType"] == "Directory"
+    assert mounts[log_dir]["readOnly"] is False and mounts[log_dir]["hostPath"] == log_dir
+    assert int(flags["audit-log-maxsize"]) > 0 and int(flags["audit-log-maxbackup"]) > 0
+    policy = yaml.safe_load(text(out, cluster.first, "control_plane/audit-policy.yaml"))
+    assert policy["apiVersion"] == "audit.k8s.io/v1" and policy["kind"] == "Policy"
+    levels = [rule["level"] for rule in policy["rules"]]
+    assert set(levels) <= {"None", "Metadata"}, levels
+    assert policy["rules"][-1] == {"level": "Metadata"}  # the catch-all: every change is logged
+
+
 def test_join_configuration(rendered: Any) -> None:
     cluster, out = rendered
     endpoint = kubeadm_docs(out, cluster.first)["ClusterConfiguration"]["controlPlaneEndpoint"]
