@@ -244,6 +244,7 @@ def test_cluster_configuration(rendered: Any) -> None:
     assert kubelet["cgroupDriver"] == "systemd"
     assert kubelet["serverTLSBootstrap"] is True  # control_plane_kubelet_config merged in
     assert docs["KubeProxyConfiguration"]["clusterCIDR"] == cluster.pod_subnet
+    assert docs["KubeProxyConfiguration"]["mode"] == "iptables"  # lab 14 reads its chains
 
 
 def test_api_server_writes_an_audit_log_without_bodies(rendered: Any) -> None:
