@@ -37,6 +37,7 @@ DIRS = (
     StaticDir("06", "09-distributed-training-on-kubernetes/k8s/ps-strategy"),
     StaticDir("10", "10-gpu-scheduling/k8s"),
     StaticDir("11", "11-serving-continuous-training/k8s"),
+    StaticDir("14", "14-cluster-anatomy/k8s"),
 )
 
 # Which file each kind goes to, in apply order.

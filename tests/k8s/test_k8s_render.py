@@ -139,7 +139,8 @@ def test_the_container_runs_the_shipped_program_with_the_contracts_options(name:
 @pytest.mark.parametrize("name", LABS)
 def test_configmap_holds_the_files_byte_for_byte(name: str) -> None:
     lab = load(name)
-    (cm,) = by_kind(render(lab), "ConfigMap").values()
+    (cm,) = [c for c in by_kind(render(lab), "ConfigMap").values()
+             if c["metadata"]["labels"]["app.kubernetes.io/component"] == "programs"]
     files = m.program_files(lab)
     assert len(cm.get("data", {})) + len(cm.get("binaryData", {})) == len(files)
     for path, file in files.items():
