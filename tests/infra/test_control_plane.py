@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -80,3 +81,27 @@ def test_every_node_registered_with_its_private_address(
     }
     for name in host_vars["groups"]["k8s_cluster"]:
         assert internal.get(name) == node_ips[name], f"{name}: InternalIP {internal.get(name)}"
+
+
+def test_api_server_writes_its_audit_log(host: Any) -> None:
+    """Lab 14 reads it: the static pod runs with the role's flags, and the log holds
+    audit.k8s.io/v1 events at the Metadata level (the controllers' own writes fill it)."""
+    conf = role_vars(host, "control_plane")
+    if not conf["control_plane_audit_log"]:
+        pytest.skip("control_plane_audit_log is false")
+    log = f"{conf['control_plane_audit_dir']}/audit.log"
+    with host.sudo():
+        manifest = host.file("/etc/kubernetes/manifests/kube-apiserver.yaml").content_string
+        assert f"--audit-log-path={log}" in manifest
+        assert "--audit-policy-file=" in manifest
+        last = host.check_output(f"tail -n 1 {log}")
+    event = json.loads(last)
+    assert event["apiVersion"] == "audit.k8s.io/v1" and event["level"] == "Metadata", event
+    assert event["verb"] not in ("get", "list", "watch"), event  # the policy drops reads
+
+
+def test_kube_proxy_runs_in_the_roles_mode(host: Any) -> None:
+    """Lab 14 reads kube-proxy's iptables chains; kubeadm keeps its configuration here."""
+    mode = role_vars(host, "control_plane")["control_plane_kube_proxy_mode"]
+    config = kubectl_json(host, "-n kube-system get configmap kube-proxy")["data"]["config.conf"]
+    assert f"mode: {mode}" in config.splitlines(), config
