@@ -1,8 +1,10 @@
 """The training data: the 8x8 digits (offline, the default) or MNIST (needs a download).
 
-`digits.csv.gz` beside this file is the UCI handwritten-digits set as scikit-learn ships it
-(1797 rows: 64 pixel values 0-16, then the label; BSD-3). Shipping it here keeps lab programs
-free of scikit-learn, which the official TensorFlow images that pods run do not have.
+`digits.csv.gz` beside this file is scikit-learn's copy (the file `load_digits` reads, unchanged)
+of the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak, 1998; 1797
+rows: 64 pixel values 0-16, then the label). The data is CC BY 4.0: its attribution and
+citation are in the repository's NOTICE. Shipping it here keeps lab programs free of
+scikit-learn, which the official TensorFlow images that pods run do not have.
 
 Every task of a run loads the same split (fixed seed), so test accuracy means the same thing
 whichever task measures it.
