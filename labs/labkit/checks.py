@@ -121,11 +121,11 @@ def step_of(ckpt: checkpoint.Checkpoint, name: str = "global_step") -> int:
 
 
 def mlp_weights(ckpt: checkpoint.Checkpoint) -> dict[str, np.ndarray]:
-    """w1, b1, w2, b2 as the TF1 labs name them, or as TF2 labs save them (labkit.model)."""
+    """w1, b1, w2, b2 as the TF1 labs name them, as TF2 labs save them (labkit.model), or as
+    the served model's tf.Module does (labkit.serving)."""
     weights = {}
     for name in ("w1", "b1", "w2", "b2"):
-        key = next((k for k in (name, f"weights/{name}/.ATTRIBUTES/VARIABLE_VALUE")
-                    if k in ckpt.entries), None)
+        key = variable_key(ckpt, name) or variable_key(ckpt, f"weights/{name}")
         require(key, f"the checkpoint {ckpt.prefix.name} holds no weight {name}",
                 "keep the model of labkit.model: the check evaluates its four weights")
         weights[name] = ckpt.tensor(key).astype(np.float32)
