@@ -24,11 +24,14 @@ def by_kind(docs: list[m.Manifest], kind: str) -> dict[str, m.Manifest]:
 
 
 def pod_specs(docs: list[m.Manifest]) -> list[tuple[str, dict[str, Any]]]:
-    """(object name, pod spec) of every Pod, Job and Deployment."""
+    """(object name, pod spec) of every Pod, Job, Deployment and CronJob."""
     out = []
     for doc in docs:
         if doc["kind"] == "Pod":
             out.append((doc["metadata"]["name"], doc["spec"]))
         elif doc["kind"] in ("Job", "Deployment"):
             out.append((doc["metadata"]["name"], doc["spec"]["template"]["spec"]))
+        elif doc["kind"] == "CronJob":
+            out.append((doc["metadata"]["name"],
+                        doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
     return out

@@ -33,6 +33,7 @@ KINDS = {
     "Service": ("core", "service", True),
     "Pod": ("core", "pod", True),
     "Job": ("batch", "job", True),
+    "CronJob": ("batch", "cron_job", True),
     "Deployment": ("apps", "deployment", True),
     "ReplicaSet": ("apps", "replica_set", True),
     "StorageClass": ("storage", "storage_class", False),

@@ -3,7 +3,8 @@
 They are YAML with a few `${...}` fields filled per run — `${namespace}`, `${configmap}`,
 `${volume}`, `${image}`, `${run}`, and `${tf_version}` (versions.yml's tensorflow_version) —
 then get the run's namespace and labels (their pod templates too, so a run sees their pods), so
-`labctl clean` finds them, and their Jobs the run's deadline.
+`labctl clean` finds them, and their Jobs the run's deadline. A CronJob counts as the Jobs it
+makes: its job template gets the labels and the deadline, its pod template the rest.
 An object labelled `labctl/shared: "true"` in its file outlives the run (lab 11's model server).
 A configMap volume of the run's ConfigMap gets its items (keys cannot hold '/').
 """
@@ -20,11 +21,20 @@ from labctl.k8s.optional import need
 from labctl.labs import Lab
 
 
+def _job_spec(obj: Manifest) -> dict[str, Any]:
+    """The spec that holds a workload's pod template: its own, or for a CronJob the spec of
+    the Jobs it makes (the object's own dict, for stamping)."""
+    spec: dict[str, Any] = obj.get("spec", {})
+    if obj.get("kind") == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    return spec
+
+
 def _pod_specs(obj: Manifest) -> list[dict[str, Any]]:
     spec = obj.get("spec", {})
     if obj.get("kind") == "Pod":
         return [spec]
-    template = spec.get("template", {}).get("spec")
+    template = _job_spec(obj).get("template", {}).get("spec")
     return [template] if template else []
 
 
@@ -52,13 +62,16 @@ def load(lab: Lab, conf: Settings, names: Names, where: Placement) -> list[Manif
             stamp = m.labels(lab, where, component, shared=shared)
             meta["labels"] = {**stamp, **own}
             meta["namespace"] = names.namespace
-            if obj["kind"] == "Job":  # bounded like the generated ones
-                obj.setdefault("spec", {}).setdefault(
-                    "activeDeadlineSeconds", where.deadline_s or conf.deadline)
-            template = obj.get("spec", {}).get("template")
+            ours = {k: v for k, v in stamp.items() if k.startswith("labctl/")}
+            if obj["kind"] in ("Job", "CronJob"):  # bounded like the generated ones
+                _job_spec(obj).setdefault("activeDeadlineSeconds",
+                                          where.deadline_s or conf.deadline)
+            if obj["kind"] == "CronJob":  # the Jobs it makes, found and cleaned like a run's
+                jmeta = obj["spec"]["jobTemplate"].setdefault("metadata", {})
+                jmeta["labels"] = {**ours, **jmeta.get("labels", {})}
+            template = _job_spec(obj).get("template")
             if template is not None:  # their pods too, so a run finds and reports them
                 tmeta = template.setdefault("metadata", {})
-                ours = {k: v for k, v in stamp.items() if k.startswith("labctl/")}
                 tmeta["labels"] = {**ours, **tmeta.get("labels", {})}
             for spec in _pod_specs(obj):
                 for volume in spec.get("volumes", []):

@@ -105,7 +105,9 @@ def rollback(api: Api, created: Sequence[m.Manifest]) -> None:
             api.delete(doc["kind"], meta["name"], meta.get("namespace"))
 
 
-CLEAN_KINDS = ("Job", "Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+# A CronJob first: deleted after its Jobs, it could start another one meanwhile.
+CLEAN_KINDS = ("CronJob", "Job", "Pod", "Deployment", "Service", "ConfigMap",
+               "PersistentVolumeClaim")
 
 
 MANAGED_BY = "app.kubernetes.io/managed-by"  # every object labctl makes carries it

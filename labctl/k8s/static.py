@@ -46,7 +46,7 @@ FILES = (
     ("configmap.yaml", ("ConfigMap",)),
     ("storage.yaml", ("PersistentVolumeClaim",)),
     ("services.yaml", ("Service",)),
-    ("jobs.yaml", ("Job",)),
+    ("jobs.yaml", ("Job", "CronJob")),
     ("workloads.yaml", ("Pod", "Deployment")),
 )
 

@@ -521,7 +521,7 @@ def test_clean_of_an_unreachable_cluster_warns_and_names_the_leftovers(
     assert k8s.Kubernetes().clean(run) == []
     err = capsys.readouterr().err
     assert "were not deleted (kubeconfig /gone/kubeconfig does not exist)" in err
-    kinds = "job,pod,deployment,service,configmap,persistentvolumeclaim"
+    kinds = "cronjob,job,pod,deployment,service,configmap,persistentvolumeclaim"
     assert f"-n tf-04-x delete {kinds} -l labctl/run-id={run.run_id}" in err
 
 

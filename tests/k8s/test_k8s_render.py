@@ -286,3 +286,47 @@ def test_lab09_runs_lab04s_program_with_lab04s_tasks_and_arguments() -> None:
     assert (lab09.path / lab09.program).resolve() == (lab04.path / lab04.program).resolve()
     assert (lab09.tasks, lab09.args, lab09.success, lab09.shutdown) == (
         lab04.tasks, lab04.args, lab04.success, lab04.shutdown)
+
+
+CRONJOB = """
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: loop, labels: {labctl/shared: "true"}}
+spec:
+  schedule: "0 2 * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata: {labels: {app: loop}}
+        spec:
+          restartPolicy: Never
+          containers: [{name: tensorflow, image: "${image}"}]
+          volumes: [{name: programs, configMap: {name: "${configmap}"}}]
+"""
+
+
+def test_a_cronjob_is_stamped_like_the_jobs_it_makes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its Jobs carry the lab's labels (so `labctl clean` and a run find them) and the run's
+    deadline; their pods the labels and the items of the programs' ConfigMap."""
+    from labctl import labs
+
+    monkeypatch.setenv("LABCTL_LABS_DIR", str(tmp_path))
+    lab_dir = tmp_path / "16-loop"
+    (lab_dir / "manifests").mkdir(parents=True)
+    (lab_dir / "cycle.py").write_text("")
+    (lab_dir / "manifests" / "cron.yaml").write_text(CRONJOB)
+    (lab_dir / "lab.toml").write_text('title = "x"\nkind = "cluster"\nprogram = "cycle.py"\n'
+                                      '[k8s]\nextra = ["manifests/cron.yaml"]\n')
+    lab = labs.load_lab(lab_dir)
+    (cron,) = by_kind(render(lab, run_id="r1", deadline_s=60), "CronJob").values()
+    jobs = cron["spec"]["jobTemplate"]
+    pods = jobs["spec"]["template"]
+    for meta in (cron["metadata"], jobs["metadata"], pods["metadata"]):
+        assert meta["labels"][m.LABEL_LAB] == "16-loop"
+        assert meta["labels"][m.LABEL_SHARED] == "true"
+    assert pods["metadata"]["labels"]["app"] == "loop"
+    assert jobs["spec"]["activeDeadlineSeconds"] == 60
+    (programs,) = pods["spec"]["volumes"]
+    assert [i["path"] for i in programs["configMap"]["items"]] == ["16-loop/cycle.py"]
+    assert "activeDeadlineSeconds" not in cron["spec"]  # not a CronJob field
