@@ -34,10 +34,11 @@ labs: venv ## set up, then run every local lab (01-07, 12, 13) with its check
 docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)
 	tests/support/docker-up.sh
 
-tools: ## host tools the tests drive (vagrant, debootstrap, busybox), installed when missing
+tools: ## host tools the tests drive (vagrant, debootstrap, busybox, chromium), installed when missing
 	tests/support/ensure-tool.sh vagrant vagrant
 	tests/support/ensure-tool.sh debootstrap debootstrap
 	tests/support/ensure-tool.sh busybox busybox
+	tests/support/ensure-tool.sh chromium chromium
 
 images: docker tools ## build the local test images (no pulls: debootstrap + docker import)
 	tests/support/build-images.sh

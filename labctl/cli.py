@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labctl import labs, plan, platforms, rundir
+from labctl import classroom_cli, labs, plan, platforms, rundir
 from labctl import targets as registry
 from labctl.checks import EXIT_SKIP, VERDICT_EXIT, run_check
 from labctl.errors import UsageError
@@ -144,6 +144,8 @@ def build_parser() -> Parser:
     _job_options(p, None)
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
                    help="the program every task runs, after --")
+
+    classroom_cli.add_parser(sub)
     return parser
 
 
@@ -330,7 +332,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     run = rundir.find(lab.name, args.run, start=f"labctl run {lab.name[:2]}{target}")
     if rundir.is_active(run):
         raise UsageError(f"run {run.run_id} of {lab.name} is still running: check it when done")
-    return _check_and_print(lab, run)[1]
+    word, code = _check_and_print(lab, run)
+    targets.record_verdict(lab.name, run, word)
+    return code
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -435,7 +439,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 COMMANDS = {
     "list": cmd_list, "run": cmd_run, "check": cmd_check, "logs": cmd_logs,
     "clean": cmd_clean, "tensorboard": cmd_tensorboard, LAUNCH: cmd_launch,
-    "render": targets.cmd_render,
+    "render": targets.cmd_render, "class": classroom_cli.cmd_class,
 }
 
 

@@ -40,9 +40,17 @@ KINDS = {
     "RuntimeClass": ("node", "runtime_class", False),
     "Node": ("core", "node", False),
     "Event": ("core", "event", True),
+    # a classroom's per-attendee objects (labctl class)
+    "ServiceAccount": ("core", "service_account", True),
+    "ResourceQuota": ("core", "resource_quota", True),
+    "LimitRange": ("core", "limit_range", True),
+    "Role": ("rbac", "role", True),
+    "RoleBinding": ("rbac", "role_binding", True),
+    "NetworkPolicy": ("networking", "network_policy", True),
 }
 PLURAL = {"PersistentVolumeClaim": "persistentvolumeclaims", "ConfigMap": "configmaps",
-          "StorageClass": "storageclasses", "RuntimeClass": "runtimeclasses"}
+          "StorageClass": "storageclasses", "RuntimeClass": "runtimeclasses",
+          "NetworkPolicy": "networkpolicies"}
 
 
 class ClusterError(UsageError):
@@ -211,6 +219,8 @@ class Api:
             "storage": client.StorageV1Api(self.client_api),
             "node": client.NodeV1Api(self.client_api),
             "version": client.VersionApi(self.client_api),
+            "rbac": client.RbacAuthorizationV1Api(self.client_api),
+            "networking": client.NetworkingV1Api(self.client_api),
         }
 
     # --- error translation ---------------------------------------------------------------------
@@ -261,6 +271,27 @@ class Api:
             self._call(what, fn, ns, doc)
         else:
             self._call(what, fn, doc)
+
+    def replace(self, doc: dict[str, Any]) -> None:
+        """PUT the whole object over the existing one (`doc` carries its resourceVersion)."""
+        kind, meta = doc["kind"], doc["metadata"]
+        ns = meta.get("namespace")
+        fn = self._fn("replace", kind, True)
+        args = (meta["name"], ns, doc) if KINDS[kind][2] else (meta["name"], doc)
+        self._call(_what("replace", kind, meta["name"], ns), fn, *args)
+
+    def token(self, service_account: str, namespace: str, seconds: int) -> str:
+        """A TokenRequest (authentication.k8s.io/v1) for the ServiceAccount: a signed token,
+        valid `seconds` (the API server may shorten it), revoked when the account is deleted."""
+        from kubernetes import client
+
+        # No audiences: the API server's own (registry/core/serviceaccount/storage/token.go).
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds))
+        fn = self.apis["core"].create_namespaced_service_account_token
+        reply = self._call(f"request a token for serviceaccount {service_account} in namespace "
+                           f"{namespace}", fn, service_account, namespace, body)
+        return str(self._plain(reply)["status"]["token"])
 
     def read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

@@ -29,6 +29,7 @@ from labctl.k8s import manifests as m
 from labctl.k8s.api import Api, ClusterError
 from labctl.k8s.backend import KubeBackend
 from labctl.k8s.collect import collect_results, collector_pod
+from labctl.k8s.kubeconfigs import context_namespace
 from labctl.k8s.lifecycle import Skipped, create_all, preflight, rollback, selector
 from labctl.k8s.render import render
 from labctl.k8s.waits import wait_ready, wait_started
@@ -68,6 +69,8 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
     api.version()  # unreachable cluster: fail before a run dir exists
     run_dir = rundir.create(lab.name)
     record = record.update(target=Target.K8S, run_id=run_dir.run_id)
+    # A classroom kubeconfig's context names the attendee's namespace: runs go there.
+    namespace = namespace or context_namespace(getattr(api, "kubeconfig", None))
     try:
         return _run(api, run_dir, lab, plan, spec, record, quiet, namespace, image, deadline_s)
     except (ClusterError, Skipped) as exc:

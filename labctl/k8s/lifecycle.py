@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from labctl.k8s import manifests as m
 from labctl.k8s.api import Api, ClusterError, Forbidden
@@ -19,6 +20,15 @@ class Skipped(Exception):
 
 def selector(run_id: str, lab: Lab) -> str:
     return f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab.name}"
+
+
+def read_namespace(api: Api, name: str) -> dict[str, Any] | None:
+    """The namespace, None when it is gone, {} when we may not read it: an attendee's Role
+    cannot grant reading namespaces (cluster-scoped), only working in their own."""
+    try:
+        return api.read("Namespace", name)
+    except Forbidden:
+        return {}
 
 
 def gpu_capacity(api: Api) -> int:
@@ -56,7 +66,7 @@ def preflight(api: Api, lab: Lab, docs: Sequence[m.Manifest], where: m.Placement
             raise ClusterError(f"no RuntimeClass {m.RUNTIME_CLASS}: provision the GPU nodes "
                                "with playbooks/gpu.yml (nvidia_gpu role)")
     if not where.create_namespace:
-        space = api.read("Namespace", where.namespace)
+        space = read_namespace(api, where.namespace)
         if space is None or deleting(space):
             state = "is being deleted" if space else "does not exist"
             raise ClusterError(f"namespace {where.namespace} {state}: create it (`kubectl "
@@ -125,14 +135,14 @@ def clean(run_dir: RunDir, api: Api | None = None, shared: bool = False) -> list
     selectors = [f"{m.LABEL_RUN}={run_id},{m.LABEL_LAB}={lab}"]
     if shared:
         selectors.append(f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab}")
-    if api.read("Namespace", namespace) is None:
+    if read_namespace(api, namespace) is None:
         return []
     for sel in selectors:
         for kind in CLEAN_KINDS:
             for obj in api.list(kind, namespace, sel):
                 if api.delete(kind, obj["metadata"]["name"], namespace):
                     deleted.append(f"{kind}/{obj['metadata']['name']}")
-    ns = api.read("Namespace", namespace) or {}
+    ns = read_namespace(api, namespace) or {}
     labels = ns.get("metadata", {}).get("labels") or {}
     owned = labels.get(m.LABEL_RUN) == run_id or (
         shared and labels.get(m.LABEL_SHARED) == "true" and labels.get(m.LABEL_LAB) == lab)

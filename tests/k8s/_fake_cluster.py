@@ -15,6 +15,7 @@ import itertools
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,11 @@ def _now() -> str:
 def _matches(labels: dict[str, str], selector: str | None) -> bool:
     if not selector:
         return True
-    return all(labels.get(k) == v for k, v in (p.split("=", 1) for p in selector.split(",")))
+    def one(term: str) -> bool:  # `key=value`, or `key`: the label exists
+        key, eq, value = term.partition("=")
+        return labels.get(key) == value if eq else key in labels
+
+    return all(one(term) for term in selector.split(","))
 
 
 class FakeApi:
@@ -66,13 +71,15 @@ class FakeApi:
             forbid: set[tuple[str, str]] | None = None,
             scripts: dict[str, list[Attempt]] | None = None,
             terminate_s: float = 0.3, collector: str = "ok",
-            deadline_scale: float = 1.0) -> None:
+            deadline_scale: float = 1.0,
+            allow: Callable[[str, str], bool] | None = None) -> None:
         self.reachable = reachable
         # A deleted namespace stays, Terminating, until the namespace controller has emptied it.
         self.terminate_s = terminate_s
         self.collector = collector  # "ok", "garbled" (cut-off output) or a waiting reason
         self.deadline_scale = deadline_scale  # a second of activeDeadlineSeconds, in seconds
         self.forbid = forbid or set()
+        self.allow = allow  # an authorizer: (verb, kind) -> allowed; others are refused 403
         self.scripts = scripts or {}
         self.objects: dict[Key, dict[str, Any]] = {}
         self.logs: dict[str, list[str]] = {}
@@ -80,6 +87,7 @@ class FakeApi:
         self.calls: list[tuple[str, str, str]] = []
         self.lock = threading.RLock()
         self.serial = itertools.count(1)
+        self.versions = itertools.count(1)  # metadata.resourceVersion, as etcd's revision
         for name in storage_classes:
             self._put({"kind": "StorageClass", "metadata": {"name": name}})
         for name in runtime_classes:
@@ -95,6 +103,7 @@ class FakeApi:
         meta = obj.setdefault("metadata", {})
         meta.setdefault("labels", {})
         meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = str(next(self.versions))
         self.objects[self._key(obj["kind"], meta["name"], meta.get("namespace"))] = obj
         return obj
 
@@ -110,7 +119,7 @@ class FakeApi:
         self.calls.append((verb, kind, ""))
         if not self.reachable:
             raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: refused")
-        if (verb, kind) in self.forbid:
+        if (verb, kind) in self.forbid or (self.allow and not self.allow(verb, kind)):
             resource = kind.lower() + "s"
             where = f' in the namespace "{namespace}"' if namespace else ""
             raise self._refuse(403, _what(verb, kind, name, namespace),
@@ -159,6 +168,29 @@ class FakeApi:
                 obj["status"] = {"phase": "Pending", "containerStatuses": [{
                     "image": doc["spec"]["containers"][0]["image"], "state": {"waiting": {
                         "reason": self.collector, "message": "not found"}}}]}
+
+    def replace(self, doc: dict[str, Any]) -> None:
+        kind, meta = doc["kind"], doc["metadata"]
+        self._guard("update", kind, meta["name"], meta.get("namespace"))
+        with self.lock:
+            key = self._key(kind, meta["name"], meta.get("namespace"))
+            current = self.objects.get(key)
+            what = _what("replace", kind, meta["name"], meta.get("namespace"))
+            if current is None:
+                raise self._refuse(404, what, f'{kind.lower()}s "{meta["name"]}" not found')
+            if meta.get("resourceVersion") != current["metadata"].get("resourceVersion"):
+                raise self._refuse(409, what, "the object has been modified; please apply your "
+                                   "changes to the latest version and try again")
+            obj = self._put(copy.deepcopy(doc))
+            if "status" in current:
+                obj["status"] = current["status"]
+
+    def token(self, service_account: str, namespace: str, seconds: int) -> str:
+        self._guard("create", "ServiceAccount/token", service_account, namespace)
+        if self.objects.get(self._key("ServiceAccount", service_account, namespace)) is None:
+            raise self._refuse(404, "request a token", f'serviceaccounts "{service_account}" '
+                               "not found")
+        return f"token-{namespace}-{service_account}-{seconds}"
 
     def read(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         self._guard("get", kind)
