@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         disruptive=args.disruptive,
         labctl=str(Path(sys.executable).with_name("labctl")),
+        room=out / "classroom",
     )
+    plan.write_names(out / "classroom")
     env = {
         # Per-task timestamps: the table's bring-up time per stage comes from them.
         "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",

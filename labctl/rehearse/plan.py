@@ -15,6 +15,10 @@ VM_PROVIDERS = ("virtualbox", "libvirt")
 CLUSTER_LABS = ("04", "05", "08", "09", "10", "11")
 # One lab run again with a worker killed part-way, to prove recovery on the real cluster.
 KILL_LAB, KILL = "04", "worker:1@300"
+# A classroom of two on the rehearsal cluster (`labctl class`), each running lab 09 with the
+# kubeconfig `class up` wrote: the Role, quota and NetworkPolicy meet a real API server.
+CLASSROOM = ("rehearsal-a", "rehearsal-b")
+CLASSROOM_LAB = "09"
 # How a provisioner run that changed nothing looks in Ansible's PLAY RECAP.
 RECAP = re.compile(r"^(?P<host>\S+)\s*: ok=\d+\s+changed=(?P<changed>\d+)\s", re.MULTILINE)
 
@@ -69,10 +73,13 @@ def parse_plan(text: str) -> Cluster:
 
 
 def steps(
-    cluster: Cluster, project: Path, *, keep: bool, disruptive: bool, labctl: str
+    cluster: Cluster, project: Path, *, keep: bool, disruptive: bool, labctl: str,
+    room: Path | None = None,
 ) -> list[Step]:
-    """Bring-up, idempotence, verify, the labs, a recovery, then teardown. Vagrant runs in
-    `project` (the Vagrantfile and its inventory); make and labctl are this kit's."""
+    """Bring-up, idempotence, verify, the labs, a recovery, a classroom, then teardown. Vagrant
+    runs in `project` (the Vagrantfile and its inventory); make and labctl are this kit's. `room`
+    holds the classroom's names file (`write_names`), kubeconfigs and cards."""
+    room = room or project / "rehearsal-classroom"
     in_vms = cluster.provider in VM_PROVIDERS
     no_labs = (
         ""
@@ -103,8 +110,25 @@ def steps(
              (labctl, "run", KILL_LAB, "--target", "k8s", "--check", "-q", "--kill", KILL),
              skip=no_labs)
     )  # fmt: skip
+    names = str(room / "names.txt")
+    plan.append(Step("classroom up", "labs", (labctl, "class", "up", names, "--out", str(room)),
+                     skip=no_labs))
+    plan += [
+        Step(f"lab {CLASSROOM_LAB} as {who}", "labs",
+             (labctl, "run", CLASSROOM_LAB, "--target", "k8s", "--check", "-q", "--kubeconfig",
+              str(room / who / "kubeconfig")), skip=no_labs)
+        for who in CLASSROOM
+    ]  # fmt: skip
+    plan.append(Step("classroom status", "labs", (labctl, "class", "status"), skip=no_labs))
+    plan.append(Step("classroom down", "labs", (labctl, "class", "down", names), skip=no_labs))
     plan.append(
         Step("vagrant destroy", "teardown", ("vagrant", "destroy", "-f"),
              skip="KEEP=1: the cluster stays up" if keep else "")
     )  # fmt: skip
     return plan
+
+
+def write_names(room: Path) -> None:
+    """The classroom's names file, one attendee per line, as an instructor writes it."""
+    room.mkdir(parents=True, exist_ok=True)
+    (room / "names.txt").write_text("".join(f"{who}\n" for who in CLASSROOM))

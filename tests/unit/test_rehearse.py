@@ -67,6 +67,13 @@ def test_vm_steps_run_every_lab_and_destroy_at_the_end(tmp_path: Path) -> None:
     assert names[:3] == ["vagrant up", "re-provision changes nothing", "make verify"]
     assert names[3:9] == [f"lab {n}" for n in ("04", "05", "08", "09", "10", "11")]
     assert names[9] == "lab 04 --kill worker:1@300" and names[-1] == "vagrant destroy"
+    assert names[10:15] == ["classroom up", "lab 09 as rehearsal-a", "lab 09 as rehearsal-b",
+                            "classroom status", "classroom down"]
+    assert steps[11].argv[-2:] == ("--kubeconfig",
+                                   str(tmp_path / "rehearsal-classroom" / "rehearsal-a"
+                                       / "kubeconfig"))
+    plan.write_names(tmp_path / "room")
+    assert (tmp_path / "room" / "names.txt").read_text() == "rehearsal-a\nrehearsal-b\n"
     assert not any(s.skip for s in steps)
     assert steps[2].env == {"INFRA_DISRUPTIVE": "1"}
     assert not [a for a in steps[2].argv if a.startswith("STAGES=")], "a full verify"
