@@ -5,7 +5,7 @@ and quiets TensorFlow's C++ start-up banner), parse options and TF_CONFIG, and o
 TensorFlow, so that a bad option or a bad TF_CONFIG fails in a fraction of a second.
 
 Modules that never import TensorFlow: `cli`, `cluster`, `report`, `checks`.
-Modules that do: `data` (only for MNIST), `model`, `graph`, `mirrored`.
+Modules that do: `data` (only for MNIST), `model`, `graph`, `mirrored`, `serving`.
 """
 
 import os
