@@ -48,14 +48,14 @@ def better(candidate: float, served: float | None, margin: float) -> bool:
 def gate(output_dir: Path, candidate: Path, margin: float = 0.0) -> dict[str, Any]:
     """Judge `candidate` against the newest published version; publish it or keep it out; log
     the decision. The decision record."""
-    from labkit import serving
-
     if not (candidate / "saved_model.pb").is_file():
         config_error(f"no SavedModel at {candidate}")
     if not candidate.resolve().is_relative_to(output_dir.resolve()):
         # Publishing is a rename, atomic only within one file system: the volume.
         config_error(f"the candidate {candidate} must lie under --output-dir {output_dir}")
     name = str(candidate.resolve().relative_to(output_dir.resolve()))
+    from labkit import serving  # TensorFlow: once the invocation is known to be good
+
     dataset = data.load("digits")
     base = output_dir / MODELS
     base.mkdir(parents=True, exist_ok=True)
