@@ -57,7 +57,7 @@ FAKE_LABS = {
         steps = 5
         [k8s]
         name = "train-{run}"
-        namespace = "tf-shared"
+        own_namespace = true
         volume = "models"
     """,
 }

@@ -67,10 +67,11 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
     """Preflight, create, supervise, shut down, collect. ClusterError: nothing left behind."""
     api = (api_factory or (lambda: Api(kubeconfig)))()
     api.version()  # unreachable cluster: fail before a run dir exists
-    run_dir = rundir.create(lab.name)
-    record = record.update(target=Target.K8S, run_id=run_dir.run_id)
     # A classroom kubeconfig's context names the attendee's namespace: runs go there.
     namespace = namespace or context_namespace(getattr(api, "kubeconfig", None))
+    m.need_namespace(lab, namespace)
+    run_dir = rundir.create(lab.name)
+    record = record.update(target=Target.K8S, run_id=run_dir.run_id)
     try:
         return _run(api, run_dir, lab, plan, spec, record, quiet, namespace, image, deadline_s)
     except (ClusterError, Skipped) as exc:

@@ -52,7 +52,7 @@ LABEL_TASK = "labctl/task"
 LABEL_SHARED = "labctl/shared"  # outlives a run: reused by the lab's next run in the namespace
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_K8S_KEYS = {"name", "gpu", "namespace", "volume", "extra", "jobs", "deadline"}
+_K8S_KEYS = {"name", "gpu", "own_namespace", "volume", "extra", "jobs", "deadline"}
 
 
 class RenderError(LabError):
@@ -65,7 +65,7 @@ class Settings:
 
     name: str  # resource-name prefix; may use {run} and the lab's [args]
     gpu: bool  # every task asks for one nvidia.com/gpu, GPU image, RuntimeClass nvidia
-    namespace: str | None  # a fixed namespace for the lab instead of one per run
+    own_namespace: bool  # runs only in the attendee's namespace, never one made per run
     volume: str | None  # a fixed PVC name, shared by the lab's runs in that namespace
     extra: tuple[str, ...]  # hand-written manifests (lab-relative), applied with the run
     jobs: bool  # run the program as TF Jobs (false: it only ships in the ConfigMap)
@@ -84,7 +84,7 @@ def settings(lab: Lab) -> Settings:
         "name": isinstance(name, str) and name != "",
         "gpu": isinstance(table.get("gpu", False), bool),
         "jobs": isinstance(table.get("jobs", True), bool),
-        "namespace": isinstance(table.get("namespace", ""), str),
+        "own_namespace": isinstance(table.get("own_namespace", False), bool),
         "volume": isinstance(table.get("volume", ""), str),
         "extra": isinstance(extra, list) and all(isinstance(e, str) for e in extra),
     }
@@ -94,16 +94,18 @@ def settings(lab: Lab) -> Settings:
     deadline = table.get("deadline", DEADLINE_S)
     if type(deadline) is not int or deadline <= 0:
         raise RenderError(f"{where}: `deadline` must be a whole number of seconds > 0")
-    for key in ("namespace", "volume"):
-        if key in table and not _DNS_LABEL.match(table[key]):
-            raise RenderError(f"{where}: `{key}` must be a DNS label (a-z, 0-9, -)")
+    if "volume" in table and not _DNS_LABEL.match(table["volume"]):
+        raise RenderError(f"{where}: `volume` must be a DNS label (a-z, 0-9, -)")
+    if "volume" in table and not table.get("own_namespace", False):
+        raise RenderError(f"{where}: a shared `volume` needs `own_namespace = true` (runs in "
+                          "namespaces of their own would not share it)")
     for rel in extra:
         if not (lab.path / rel).is_file():
             raise RenderError(f"{where}: extra manifest {rel!r} does not exist")
     return Settings(
         name=name,
         gpu=table.get("gpu", False),
-        namespace=table.get("namespace"),
+        own_namespace=table.get("own_namespace", False),
         volume=table.get("volume"),
         extra=tuple(extra),
         jobs=table.get("jobs", True),
@@ -125,16 +127,24 @@ class Placement:
 
 def render_placement(lab: Lab, namespace: str | None = None, image: str | None = None) -> Placement:
     """Where `labctl render` (and the static dirs) put a lab: --namespace (an existing one), or
-    the lab's fixed namespace, or tf-lab; both of the latter are created by the manifests."""
-    fixed = settings(lab).namespace
-    return Placement(namespace=namespace or fixed or DEFAULT_NAMESPACE,
+    tf-lab, which the manifests create."""
+    return Placement(namespace=namespace or DEFAULT_NAMESPACE,
                      create_namespace=namespace is None, image=image)
 
 
 def run_namespace(lab: Lab, run_id: str) -> str:
-    """The namespace of a run without --namespace: the lab's fixed one, or one per run."""
-    fixed = settings(lab).namespace
-    return fixed or _dns_label(f"tf-{lab.number:02d}-{run_id}")
+    """The namespace made for a run when the attendee has none of their own."""
+    return _dns_label(f"tf-{lab.number:02d}-{run_id}")
+
+
+def need_namespace(lab: Lab, namespace: str | None) -> None:
+    """A lab with own_namespace runs only in one the attendee has (--namespace, or the
+    kubeconfig context's): its README's commands and its next runs find it there."""
+    if namespace is None and settings(lab).own_namespace:
+        raise RenderError(
+            f"lab {lab.name} runs in your own namespace: make one your context's (`kubectl "
+            "create namespace workshop && kubectl config set-context --current --namespace "
+            "workshop`) or pass --namespace NS")
 
 
 def _dns_label(text: str) -> str:
@@ -371,7 +381,7 @@ def job(lab: Lab, plan: LabPlan, names: Names, where: Placement, task: TaskSpec,
 
 
 def namespace(lab: Lab, where: Placement) -> Manifest:
-    ns_labels = labels(lab, where, "namespace", shared=settings(lab).namespace is not None)
+    ns_labels = labels(lab, where, "namespace")
     # Every pod of a run meets Pod Security "restricted"; enforce it so a change that does not
     # fails at admission, not in production.
     ns_labels["pod-security.kubernetes.io/enforce"] = "restricted"

@@ -16,7 +16,7 @@ import urllib.request
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name", help="the Service's DNS name, e.g. hello.tf-basics.svc")
+    parser.add_argument("name", help="the Service's DNS name, e.g. hello.workshop.svc")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--pods", type=int, default=2, help="distinct pods to hear from")
     parser.add_argument("--timeout", type=float, default=180.0)

@@ -1,6 +1,6 @@
 """Lab 11: a client for TensorFlow Serving's REST API, standard library only.
 
-    kubectl -n tf-serving port-forward svc/digits-serving 8501 &
+    kubectl port-forward svc/digits-serving 8501 &
     python labs/11-serving-continuous-training/serving_client.py http://127.0.0.1:8501
 
 prints which model versions the server has and what it predicts for a few test digits. The check

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _fake_cluster import Attempt, FakeApi
+from _fake_cluster import Attempt, FakeApi, _later
 from _manifests import load
 
 from labctl import rundir
+from labctl.errors import UsageError
 from labctl.job import JobSpec
 from labctl.k8s import backend, cluster, collect, lifecycle, status, waits
 from labctl.k8s import manifests as m
@@ -278,38 +279,56 @@ def test_stall_watchdog_fails_a_silent_job(fake_labs: Path) -> None:
     assert {"Job/fake-async-worker-0", "Job/fake-async-worker-1"} <= set(api.made("delete"))
 
 
+def attendee(api: FakeApi, name: str = "alice") -> str:
+    """A namespace the instructor (or the attendee, on their own cluster) made beforehand."""
+    api.create({"kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
 def test_shared_objects_are_reused_by_the_next_run_and_cleaned_with_the_lab(
         fake_labs: Path) -> None:
     api = FakeApi(scripts={})
-    first = run_lab(api, "11")
-    second = run_lab(api, "11")
+    ns = attendee(api)
+    first = run_lab(api, "11", namespace=ns)
+    second = run_lab(api, "11", namespace=ns)
     assert first.outcome.status == second.outcome.status == "succeeded"
     created = api.made("create")
-    assert created.count("Namespace/tf-shared") == 1
     assert created.count("PersistentVolumeClaim/models") == 1
     assert f"Job/train-{second.run.run_id}-main" in created
-    assert first.run.record().namespace == second.run.record().namespace == "tf-shared"
+    assert first.run.record().namespace == second.run.record().namespace == ns
     lifecycle.clean(first.run, api=api)  # a run alone: its own objects only
-    assert api.read("PersistentVolumeClaim", "models", "tf-shared") is not None
-    assert api.read("Job", f"train-{first.run.run_id}-main", "tf-shared") is None
+    assert api.read("PersistentVolumeClaim", "models", ns) is not None
+    assert api.read("Job", f"train-{first.run.run_id}-main", ns) is None
     lifecycle.clean(second.run, api=api, shared=True)  # the lab's last run: shared ones too
-    assert live(api, "Namespace") == []
+    assert api.read("PersistentVolumeClaim", "models", ns) is None
+    assert api.read("Namespace", ns) is not None  # the attendee's: never labctl's to delete
 
 
-def test_a_run_right_after_clean_waits_for_the_terminating_namespace(
+def test_a_lab_that_needs_your_namespace_refuses_to_run_without_one(fake_labs: Path) -> None:
+    api = FakeApi(scripts={})
+    with pytest.raises(UsageError, match=r"lab 11-fake-shared runs in your own namespace: make "
+                                         r"one your context's \(`kubectl create namespace"):
+        run_lab(api, "11")
+    assert api.made("create") == []
+    assert not rundir.runs_root("11-fake-shared").exists()  # no run dir half made
+
+
+def test_a_run_waits_for_an_earlier_runs_object_still_being_deleted(
         fake_labs: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`labctl clean 11 && labctl run 11`: the lab's fixed namespace is still Terminating, and
-    NamespaceLifecycle refuses new objects in it; the run waits until it is gone."""
-    api = FakeApi(scripts={}, terminate_s=1.0)
-    first = run_lab(api, "11")
-    lifecycle.clean(first.run, api=api, shared=True)
-    assert api.read("Namespace", "tf-shared")["status"]["phase"] == "Terminating"
+    """`labctl clean 11 && labctl run 11`: the models volume of the earlier run is still
+    being deleted (a PVC waits for its finalizer); the new run waits, then makes its own."""
+    api = FakeApi(scripts={})
+    ns = attendee(api)
+    api._put({"kind": "PersistentVolumeClaim", "metadata": {
+        "name": "models", "namespace": ns, "deletionTimestamp": "2026-12-03T10:00:00Z",
+        "labels": {m.LABEL_SHARED: "true", m.LABEL_LAB: "11-fake-shared"}}})
+    _later(1.0, api.objects.pop, ("PersistentVolumeClaim", ns, "models"))
     capsys.readouterr()
-    second = run_lab(api, "11")
-    assert second.outcome.status == "succeeded", second.outcome
-    assert "waiting for an earlier run's objects to finish deleting: Namespace/tf-shared" in (
-        capsys.readouterr().out)
-    assert api.made("create").count("Namespace/tf-shared") == 2
+    done = run_lab(api, "11", namespace=ns)
+    assert done.outcome.status == "succeeded", done.outcome
+    assert ("waiting for an earlier run's objects to finish deleting: "
+            "PersistentVolumeClaim/models") in capsys.readouterr().out
+    assert api.made("create").count("PersistentVolumeClaim/models") == 1
 
 
 def test_an_attendee_namespace_being_deleted_is_an_error(fake_labs: Path) -> None:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(LABS))
 from labkit import nodes
 from labkit.checks import Failed
 
-NS = "tf-anatomy"
+NS = "workshop"
 AUDIT_ID = "0c7a3d9e-5b1f-4c1e-9f0d-2b8e6a4c1d77"
 UIDS = {"anatomy-a": "8e2f4c1a-93b7-4d2e-a6f1-0c5d9b7e3a21",
         "anatomy-b": "1b2c3d4e-0000-4d2e-a6f1-0c5d9b7e3a22"}
@@ -172,7 +172,7 @@ def cluster(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Path]]:
         {"kind": "ConfigMap", "metadata": {"name": "tour", "namespace": NS}, "data": {
             "audit-id": AUDIT_ID, "etcd-revision": "48213",
             "scheduled": f"anatomy-b={NODE_OF['anatomy-b']}", "cgroup": slice_of("anatomy-b"),
-            "kube-proxy-chain": "KUBE-SVC-C34MFOZSIYSDQDB6", "cni-route": "flannel.1",
+            "kube-proxy-chain": "KUBE-SVC-XVBOD4U2C6V7NDLL", "cni-route": "flannel.1",
             "dns": CLUSTER_IP}},
         {"kind": "Deployment", "metadata": {"name": "anatomy", "namespace": NS,
                                             "resourceVersion": "48213"},
@@ -234,7 +234,7 @@ MISTAKES = {
     "the audit line of another request": (
         write("k8s-cp-1", AUDIT, audit_line(verb="delete", objectRef={
             "resource": "pods", "namespace": NS, "name": "anatomy-a"}) + "\n"),
-        "was delete tf-anatomy/pods/anatomy-a/None, not a scale"),
+        "was delete workshop/pods/anatomy-a/None, not a scale"),
     "a refused scale": (write("k8s-cp-1", AUDIT, audit_line(
         responseStatus={"code": 403}) + "\n"), "the scale request was answered 403"),
     "an old etcd revision": (answer("etcd-revision", "48100"),
@@ -270,11 +270,11 @@ def test_check_passes_a_tour_whose_answers_the_cluster_confirms(tmp_path: Path,
                                                                   check: Any) -> None:
     objects, roots = cluster(tmp_path)
     api = ProbeApi(objects, roots)
-    verdict = check.tour(api, NS, "tensorflow/tensorflow:2.21.0")
+    verdict = check.tour(api, NS, "img")
     assert verdict == ("audited patch of deployments/anatomy/scale by kubernetes-admin; etcd "
                        "revision 48213; the ReplicaSet controller created 2 pods; scheduler put "
                        "anatomy-b on k8s-worker-2; cgroup cpu.max 50000 100000; "
-                       "KUBE-SVC-C34MFOZSIYSDQDB6; pod traffic over flannel.1; anatomy -> "
+                       "KUBE-SVC-XVBOD4U2C6V7NDLL; pod traffic over flannel.1; anatomy -> "
                        "10.105.20.31")
     assert len(api.deleted) == 3 and not api.logs.keys() - set(api.deleted)  # no probe left
 
