@@ -213,6 +213,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, object]:
         "kill": args.kill, "stall_timeout": args.stall_timeout,
         "max_restarts": args.max_restarts, "target": args.target,
         "namespace": getattr(args, "namespace", None), "image": getattr(args, "image", None),
+        "cpu_request": getattr(args, "cpu_request", None),
+        "cpu_limit": getattr(args, "cpu_limit", None),
     }
 
 

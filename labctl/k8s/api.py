@@ -438,9 +438,10 @@ class Api:
             sleep(LOG_RETRY_PAUSE_S)  # ended while the container runs: the server cut it
 
     def proxy(self, namespace: str, service: str, port: int, path: str,
-              body: dict[str, Any] | None = None) -> dict[str, Any]:
+              body: dict[str, Any] | None = None) -> Any:
         """A JSON request to a Service through the API server's proxy (no port-forward, no
-        route from here to the pod network needed); the decoded JSON reply, errors included."""
+        route from here to the pod network needed); the decoded JSON reply, errors included:
+        an object, or a list (TensorBoard's scalars). `path` may end in a query string."""
         method = "GET" if body is None else "POST"
         resource = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path}"
         params = self.client_api.param_serialize(
@@ -451,10 +452,13 @@ class Api:
         reply = self._call(what, self.client_api.call_api, *params)
         reply.read()
         try:
-            decoded = dict(json.loads(reply.data or b"{}"))
+            decoded = json.loads(reply.data or b"{}")
         except ValueError:
-            raise ClusterError(f"cannot {what}: the reply is not JSON ({reply.status})") from None
-        if decoded.get("kind") == "Status" and reply.status >= 400:  # the API server's own
+            text = " ".join((reply.data or b"").decode("utf-8", "replace").split())[:120]
+            raise ClusterError(f"cannot {what}: the reply is not JSON ({reply.status}: "
+                               f"{text})") from None
+        kind = decoded.get("kind") if isinstance(decoded, dict) else None
+        if kind == "Status" and reply.status >= 400:  # the API server's own
             raise refusal(what, reply.status, decoded, self.host, self.kubeconfig)
         return decoded
 

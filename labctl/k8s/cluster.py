@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from labctl import rundir
 from labctl.job import JobSpec, Outcome
@@ -63,7 +63,9 @@ class K8sRun:
 
 def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
         namespace: str | None = None, image: str | None = None, kubeconfig: str | None = None,
-        api_factory: Callable[[], Api] | None = None, deadline_s: int | None = None) -> K8sRun:
+        api_factory: Callable[[], Api] | None = None, deadline_s: int | None = None,
+        cpu_requests: Mapping[str, str] | None = None,
+        cpu_limits: Mapping[str, str] | None = None) -> K8sRun:
     """Preflight, create, supervise, shut down, collect. ClusterError: nothing left behind."""
     api = (api_factory or (lambda: Api(kubeconfig)))()
     api.version()  # unreachable cluster: fail before a run dir exists
@@ -73,7 +75,8 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
     run_dir = rundir.create(lab.name)
     record = record.update(target=Target.K8S, run_id=run_dir.run_id)
     try:
-        return _run(api, run_dir, lab, plan, spec, record, quiet, namespace, image, deadline_s)
+        return _run(api, run_dir, lab, plan, spec, record, quiet, namespace, image, deadline_s,
+                    dict(cpu_requests or {}), dict(cpu_limits or {}))
     except (ClusterError, Skipped) as exc:
         status = RunStatus.SKIPPED if isinstance(exc, Skipped) else RunStatus.FAILED
         # Nothing stays on the cluster after these (rolled back), so none of it is recorded.
@@ -86,7 +89,8 @@ def run(lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord, quiet: bool,
 
 def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
          record: RunRecord, quiet: bool, namespace: str | None, image: str | None,
-         deadline_s: int | None) -> K8sRun:
+         deadline_s: int | None, cpu_requests: dict[str, str],
+         cpu_limits: dict[str, str]) -> K8sRun:
     where = m.Placement(
         namespace=namespace or m.run_namespace(lab, run_dir.run_id),
         run_id=run_dir.run_id,
@@ -94,6 +98,8 @@ def _run(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
         image=image,
         backoff_limit=spec.policy.max_restarts,
         deadline_s=deadline_s,
+        cpu_requests=cpu_requests,
+        cpu_limits=cpu_limits,
     )
     docs = render(lab, plan, where)
     todo = preflight(api, lab, docs, where, note)
@@ -135,9 +141,14 @@ def run_jobs(api: Api, run_dir: RunDir, lab: Lab, plan: LabPlan, spec: JobSpec,
     names = m.Names(lab, plan, where)
     run_sel = selector(run_dir.run_id, lab)
     jobs = {t: names.task(t) for t in plan.tasks}
+    # A task given its own CPU request is an experiment on scheduling: the run goes on without
+    # waiting for it to be scheduled (a request no node can meet leaves it Pending, with the
+    # scheduler's events).
+    awaited = [job for t, job in jobs.items() if t.name not in where.cpu_requests]
     try:
-        wait_started(api, where.namespace, run_sel, list(jobs.values()), note,
-                     shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab.name}")
+        wait_started(api, where.namespace, run_sel, awaited, note,
+                     shared_sel=f"{m.LABEL_SHARED}=true,{m.LABEL_LAB}={lab.name}",
+                     unawaited=[job for job in jobs.values() if job not in awaited])
     except BaseException:
         rollback(api, created)  # pods that cannot start: the error says why, nothing stays
         raise

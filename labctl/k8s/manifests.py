@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import re
 import string
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,10 @@ BACKOFF_LIMIT = 3
 # A lab sets its own with [k8s] deadline; `labctl run --deadline S` overrides both.
 DEADLINE_S = 1800
 UID = 1000  # the pods' user: the official images run as root unless told otherwise
+# What every TF task asks of the scheduler and may use at most; a run may set one task's CPU.
+REQUESTS = {"cpu": "250m", "memory": "768Mi"}
+LIMITS = {"cpu": "2", "memory": "2Gi"}
+_CPU = re.compile(r"^(\d+m|\d+(\.\d{1,3})?)$")  # 250m, 2, 0.5: what `labctl` accepts
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data
 
 # What `labctl render` and the static k8s/ dirs use when no run exists.
@@ -123,6 +127,10 @@ class Placement:
     image: str | None = None  # override the pinned official image
     backoff_limit: int = BACKOFF_LIMIT
     deadline_s: int | None = None  # None: the lab's [k8s] deadline
+    # One task's CPU for this run, task name -> quantity (`--cpu-request/--cpu-limit TASK=CPU`):
+    # an experiment on scheduling and throttling (lab 15).
+    cpu_requests: Mapping[str, str] = field(default_factory=dict)
+    cpu_limits: Mapping[str, str] = field(default_factory=dict)
 
 
 def render_placement(lab: Lab, namespace: str | None = None, image: str | None = None) -> Placement:
@@ -312,15 +320,44 @@ def container_security() -> Manifest:
             "capabilities": {"drop": ["ALL"]}}
 
 
+def millicores(quantity: str) -> int:
+    """A CPU quantity as Kubernetes writes it (`250m`, `2`, `0.5`), in millicores."""
+    if not _CPU.match(quantity):
+        raise RenderError(f"{quantity!r} is not a CPU quantity: write millicores (100m) or "
+                          "cores (0.5, 4)")
+    value = int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)
+    if value <= 0:
+        raise RenderError(f"a CPU quantity must be more than 0, not {quantity!r}")
+    return value
+
+
+def resources(lab: Lab, where: Placement, task: TaskSpec) -> Manifest:
+    """The task's requests and limits: the defaults, with the CPU the run set for it. The API
+    server refuses a request above its limit, so a lower limit lowers the default request with
+    it, and a higher request raises the default limit."""
+    requests, limits = dict(REQUESTS), dict(LIMITS)
+    request, limit = where.cpu_requests.get(task.name), where.cpu_limits.get(task.name)
+    if request and limit and millicores(request) > millicores(limit):
+        raise RenderError(f"{task.name}: the CPU request {request} is above its limit {limit}")
+    if limit:
+        limits["cpu"] = limit
+        if millicores(requests["cpu"]) > millicores(limit):
+            requests["cpu"] = limit
+    if request:
+        requests["cpu"] = request
+        if millicores(request) > millicores(limits["cpu"]):
+            limits["cpu"] = request
+    if settings(lab).gpu:
+        limits[GPU_RESOURCE] = "1"
+    return {"requests": requests, "limits": limits}
+
+
 def container(lab: Lab, plan: LabPlan, names: Names, where: Placement,
               task: TaskSpec, cluster: dict[str, list[str]]) -> Manifest:
     root = labs_dir().resolve()
     program = (lab.path / lab.program).resolve().relative_to(root)
     env = taskenv.container(PROGRAM_MOUNT,
                             None if task.type == SINGLE else tf_config(cluster, task))
-    limits = {"cpu": "2", "memory": "2Gi"}
-    if settings(lab).gpu:
-        limits[GPU_RESOURCE] = "1"
     spec: Manifest = {
         "name": CONTAINER,
         "image": image(lab, where),
@@ -328,7 +365,7 @@ def container(lab: Lab, plan: LabPlan, names: Names, where: Placement,
         "command": ["python3", f"{PROGRAM_MOUNT}/{program}"],
         "args": ["--output-dir", OUTPUT_MOUNT, *args_argv(plan.args)],
         "env": env,
-        "resources": {"requests": {"cpu": "250m", "memory": "768Mi"}, "limits": limits},
+        "resources": resources(lab, where, task),
         "securityContext": container_security(),
         "volumeMounts": [
             {"name": "programs", "mountPath": PROGRAM_MOUNT, "readOnly": True},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Sequence
 
 from labctl import labs, rundir
 from labctl.errors import UsageError
@@ -12,6 +13,7 @@ from labctl.k8s import manifests as m
 from labctl.k8s.render import render
 from labctl.plan import arg_overrides, plan_lab
 from labctl.states import Target
+from labctl.tasks import TaskSpec, find_task
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +28,31 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         f"(default: the lab's [k8s] deadline, else {m.DEADLINE_S})")
     p.add_argument("--kubeconfig", metavar="PATH",
                    help="k8s: kubeconfig (default $KUBECONFIG, ./kubeconfig, ~/.kube/config)")
+    p.add_argument("--cpu-request", action="append", default=[], metavar="TASK=CPU",
+                   help="k8s: one task's CPU request, e.g. worker:2=64; the run does not wait "
+                        f"for that task to be scheduled (default {m.REQUESTS['cpu']}); repeatable")
+    p.add_argument("--cpu-limit", action="append", default=[], metavar="TASK=CPU",
+                   help="k8s: one task's CPU limit, e.g. worker:1=100m, enforced by the kernel's "
+                        f"CFS quota (default {m.LIMITS['cpu']}); repeatable")
+
+
+def cpu_option(texts: Sequence[str], tasks: Sequence[TaskSpec], flag: str) -> dict[str, str]:
+    """`--cpu-limit worker:1=100m` (repeatable) -> {"worker:1": "100m"}: a task of this run
+    each, once."""
+    out: dict[str, str] = {}
+    for text in texts:
+        name, sep, quantity = (part.strip() for part in text.partition("="))
+        if not sep:
+            raise UsageError(f"bad {flag} {text!r}: expected TASK=CPU, e.g. worker:1=100m")
+        task = find_task(tasks, name)
+        if task.name in out:
+            raise UsageError(f"{flag} names {task.name} twice")
+        try:
+            m.millicores(quantity)
+        except m.RenderError as exc:
+            raise UsageError(f"bad {flag} {text!r}: {exc}") from None
+        out[task.name] = quantity
+    return out
 
 
 def _deadline(text: str) -> int:
@@ -43,8 +70,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     lab = labs.load_lab(labs.resolve(args.lab))
     plan = plan_lab(lab, {"worker": args.workers, "ps": args.ps},
                     arg_overrides(lab, args.steps, args.dataset, args.set), [])
-    where = dataclasses.replace(m.render_placement(lab, args.namespace, args.image),
-                                deadline_s=args.deadline)
+    where = dataclasses.replace(
+        m.render_placement(lab, args.namespace, args.image), deadline_s=args.deadline,
+        cpu_requests=cpu_option(args.cpu_request, plan.tasks, "--cpu-request"),
+        cpu_limits=cpu_option(args.cpu_limit, plan.tasks, "--cpu-limit"))
     sys.stdout.write(dump(render(lab, plan, where)))
     return 0
 

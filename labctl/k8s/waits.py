@@ -4,7 +4,7 @@ fails fast with its reason), until objects are ready, until deleted ones are gon
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from labctl.k8s import manifests as m
 from labctl.k8s import status
@@ -55,10 +55,10 @@ def _unschedulable(pod: m.Manifest) -> str | None:
 
 
 def hopeless(pods: Sequence[m.Manifest], pending_since: dict[str, float],
-              clock: Callable[[], float]) -> None:
+              clock: Callable[[], float], may_pend: Collection[str] = ()) -> None:
     """Fail at once on a pod that cannot start its container or pull an image that does not
     exist; after PULL_RETRY_S on one whose pulls keep failing; after UNSCHEDULABLE_S on one
-    that found no node."""
+    that found no node, unless its Job is one of `may_pend`."""
     for pod in pods:
         name = pod["metadata"]["name"]
         stuck = status.waiting(pod)
@@ -76,7 +76,7 @@ def hopeless(pods: Sequence[m.Manifest], pending_since: dict[str, float],
                                    f"{how_long} ({reason}: {message}): {PULL_FIX}")
         else:
             pending_since.pop(f"pull {name}", None)
-        reason = _unschedulable(pod)
+        reason = None if status.job_of(pod) in may_pend else _unschedulable(pod)
         if reason and clock() - pending_since.setdefault(name, clock()) >= UNSCHEDULABLE_S:
             raise ClusterError(f"pod {name} cannot be scheduled: {reason}")
 
@@ -125,16 +125,17 @@ def wait_started(api: Api, namespace: str, run_sel: str, jobs: Sequence[str],
                  note: Callable[[str], None], timeout_s: float = START_TIMEOUT_S,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 shared_sel: str | None = None) -> None:
+                 shared_sel: str | None = None, unawaited: Collection[str] = ()) -> None:
     """Until each Job has a pod past Pending (or has finished). Pods of the lab's shared
     objects (`shared_sel`: lab 11's model server) are watched for hopeless starts too: their
-    image is pulled now, and a run must not pass while the server cannot exist."""
+    image is pulled now, and a run must not pass while the server cannot exist. The run's
+    `unawaited` Jobs (not in `jobs`) may stay unscheduled."""
     pending_since: dict[str, float] = {}
 
     def pending() -> list[str]:
         pods = api.list("Pod", namespace, run_sel)
         shared = api.list("Pod", namespace, shared_sel) if shared_sel else []
-        hopeless(pods + shared, pending_since, clock)
+        hopeless(pods + shared, pending_since, clock, may_pend=unawaited)
         finished = {j["metadata"]["name"] for j in api.list("Job", namespace, run_sel)
                     if status.job_result(j)}
         for job in set(jobs) - finished - {status.job_of(p) for p in pods}:

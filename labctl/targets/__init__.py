@@ -57,6 +57,6 @@ def refuse_unused(name: str, args: argparse.Namespace) -> None:
     if given:
         users = {o: " or ".join(t.name for t in TARGETS.values() if o in t.options)
                  for o in given}
-        used = ", ".join(f"--{o} ({users[o]})" for o in given)
+        used = ", ".join(f"--{o.replace('_', '-')} ({users[o]})" for o in given)
         raise UsageError(f"--target {name} does not use {used}: drop them, or pick a target "
                          "that uses them")

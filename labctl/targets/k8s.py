@@ -15,17 +15,22 @@ from labctl.states import Target
 
 class Kubernetes:
     name = Target.K8S
-    options = ("namespace", "image", "deadline", "kubeconfig")
+    options = ("namespace", "image", "deadline", "kubeconfig", "cpu_request", "cpu_limit")
 
     def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
         from labctl.k8s import cluster
+        from labctl.k8s.targets import cpu_option
 
         done = cluster.run(lab, plan, spec, record, args.quiet,
                            namespace=getattr(args, "namespace", None),
                            image=getattr(args, "image", None),
                            kubeconfig=getattr(args, "kubeconfig", None),
-                           deadline_s=getattr(args, "deadline", None))
+                           deadline_s=getattr(args, "deadline", None),
+                           cpu_requests=cpu_option(getattr(args, "cpu_request", []), plan.tasks,
+                                                   "--cpu-request"),
+                           cpu_limits=cpu_option(getattr(args, "cpu_limit", []), plan.tasks,
+                                                 "--cpu-limit"))
         return done.run, done.outcome
 
     def clean(self, run: RunDir) -> list[str]:

@@ -58,7 +58,7 @@ def async_scripts(**override: list[Attempt]) -> dict[str, list[Attempt]]:
 
 def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restarts: int = 3,
             namespace: str | None = None, stall_s: float = 20.0,
-            deadline_s: int | None = None) -> cluster.K8sRun:
+            deadline_s: int | None = None, **options: Any) -> cluster.K8sRun:
     lab = load(ident)
     plan = plan_lab(lab, {}, {}, list(kills))
     spec = JobSpec(title=lab.name, tasks=plan.tasks, success=lab.success_task,
@@ -66,7 +66,7 @@ def run_lab(api: FakeApi, ident: str = "04", kills: tuple[str, ...] = (), restar
                    stall_timeout_s=stall_s, timeout_s=None, kills=plan.kills,
                    after_success_grace_s=2.0)
     return cluster.run(lab, plan, spec, RunRecord(lab.name), quiet=True, namespace=namespace,
-                       api_factory=lambda: api, deadline_s=deadline_s)
+                       api_factory=lambda: api, deadline_s=deadline_s, **options)
 
 
 def leftovers(api: FakeApi, run_id: str) -> list[Any]:
