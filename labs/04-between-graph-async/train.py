@@ -47,6 +47,7 @@ with tf1.device(setter):  # tf.device() refuses a device function: tf1.device ta
         hooks.append(optimizer.make_session_run_hook(is_chief))
     train = optimizer.minimize(loss, global_step=global_step)
     tf1.summary.scalar("loss", loss)
+    tf1.summary.scalar("accuracy", accuracy)  # on the training batch; lab 15 watches both
 placement = {v.op.name: v.device for v in tf1.global_variables()}
 if is_chief:
     for task in ps:

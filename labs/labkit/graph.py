@@ -86,8 +86,9 @@ class PollingWorkerSessionCreator(tf1.train.SessionCreator):
 def monitored_session(server: tf.distribute.Server, *, is_chief: bool, checkpoint_dir: Path,
                       hooks: list, config: tf1.ConfigProto, checkpoint_steps: int = 100):
     """MonitoredTrainingSession for the chief (initializes or restores from checkpoint, saves
-    checkpoints and summaries); the same MonitoredSession with a fast readiness poll otherwise.
-    Both recover by themselves from a restarted ps.
+    checkpoints and summaries, `global_step/sec` among them, every `checkpoint_steps`); the
+    same MonitoredSession with a fast readiness poll otherwise. Both recover by themselves from
+    a restarted ps.
 
     Closing waits stop_grace_period_secs for the session's threads; the only one these labs
     have is a synchronous run's queue runner, which waits for gradients that never come once
@@ -99,7 +100,7 @@ def monitored_session(server: tf.distribute.Server, *, is_chief: bool, checkpoin
             master=server.target, is_chief=True, checkpoint_dir=str(checkpoint_dir),
             hooks=hooks, config=config, save_checkpoint_steps=checkpoint_steps,
             save_checkpoint_secs=None, save_summaries_steps=checkpoint_steps,
-            log_step_count_steps=None, stop_grace_period_secs=STOP_GRACE_S)
+            log_step_count_steps=checkpoint_steps, stop_grace_period_secs=STOP_GRACE_S)
     return tf1.train.MonitoredSession(
         session_creator=PollingWorkerSessionCreator(server.target, config), hooks=hooks,
         stop_grace_period_secs=STOP_GRACE_S)

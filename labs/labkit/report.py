@@ -80,11 +80,28 @@ class Progress:
         }
 
 
+def cgroup_cpu(proc: str = "/proc", root: str = "/sys/fs/cgroup") -> dict[str, str] | None:
+    """This process's cgroup v2 `cpu.max` and `cpu.stat`, the kernel's text, or None without
+    cgroup v2 (macOS, a cgroup v1 host). /proc/self/cgroup's `0::PATH` line names the cgroup;
+    in a container, with its own cgroup namespace, PATH is `/`: the container's cgroup."""
+    try:
+        lines = Path(proc, "self", "cgroup").read_text().splitlines()
+        path = next(line[3:] for line in lines if line.startswith("0::"))
+        where = Path(root, path.lstrip("/"))
+        return {name: (where / name).read_text() for name in ("cpu.max", "cpu.stat")}
+    except (OSError, StopIteration):
+        return None
+
+
 def write_task(output_dir: Path, stem: str, progress: Progress, local_steps: int,
                **extra: Any) -> None:
-    """tasks/<type>-<index>.json: what one training task did."""
+    """tasks/<type>-<index>.json: what one training task did. With cgroup v2, also its
+    cgroup's CPU limit and counters as the kernel kept them (`cgroup`): the cgroup is removed
+    with the container, so this copy is what is left of them once the task has ended."""
+    cgroup = cgroup_cpu()
     write_json(output_dir / "tasks" / f"{stem}.json",
-               {"task": stem, "local_steps": local_steps, **progress.timings(local_steps), **extra})
+               {"task": stem, "local_steps": local_steps, **progress.timings(local_steps),
+                **({"cgroup": cgroup} if cgroup else {}), **extra})
 
 
 def write_results(output_dir: Path, lab: str, progress: Progress, **fields: Any) -> None:
