@@ -38,6 +38,7 @@ DIRS = (
     StaticDir("10", "10-gpu-scheduling/k8s"),
     StaticDir("11", "11-serving-continuous-training/k8s"),
     StaticDir("14", "14-cluster-anatomy/k8s"),
+    StaticDir("15", "15-watching-training/k8s"),
     StaticDir("16", "16-gated-continuous-training/k8s"),
 )
 
