@@ -1,5 +1,6 @@
 """Which laptops run the local labs: one table behind `make labs`'s first check, labctl's
-refusal on native Windows, the README's "Which laptop?" and tests/unit/test_platforms.py.
+refusal on native Windows, `labctl doctor`, the README's "Which laptop?" (tests/unit/test_doctor.py
+holds the two together) and tests/unit/test_platforms.py.
 
 Standard library only: `make labs` runs this file with the system Python before any venv exists.
 """
@@ -35,11 +36,16 @@ LAPTOPS = (
 )
 
 
+def find(sys_platform: str, machine: str) -> Laptop | None:
+    """The table's row for a platform, None when the table does not know it."""
+    return next((p for p in LAPTOPS if (p.sys_platform, p.machine.lower()) ==
+                 (sys_platform, machine.lower())), None)
+
+
 def problem(sys_platform: str = sys.platform, machine: str = platform.machine(),
             python: str = "{}.{}".format(*sys.version_info)) -> str | None:
     """Why the local labs cannot run here, in one line; None when they can."""
-    laptop = next((p for p in LAPTOPS if (p.sys_platform, p.machine.lower()) ==
-                   (sys_platform, machine.lower())), None)
+    laptop = find(sys_platform, machine)
     if laptop is None:
         return (f"{sys_platform} {machine} is not a supported laptop for the local labs "
                 f"(supported: {', '.join(p.name for p in LAPTOPS if p.supported)})")
