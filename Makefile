@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev labs test lint docker tools images lab-image k8s-manifests bench verify rehearse molecule vagrant-docker clean
+.PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench verify rehearse molecule vagrant-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ $(DEV_STAMP): pyproject.toml $(LABS_STAMP)
 venv: $(LABS_STAMP) ## virtualenv with labctl and TensorFlow
 
 venv-dev: $(DEV_STAMP) ## virtualenv with everything the tests need
+
+doctor: venv ## set up, then check this laptop for the workshop (labctl doctor)
+	$(BIN)/labctl doctor
 
 labs: venv ## set up, then run every local lab (01-07, 12, 13) with its check
 	$(BIN)/labctl run all --check
