@@ -24,6 +24,7 @@ from labctl.k8s.api import ClusterError, _what, refusal
 
 Key = tuple[str, str | None, str]  # kind, namespace, name
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "RuntimeClass", "Node"}
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 
 
 @dataclass
@@ -67,7 +68,9 @@ class FakeApi:
     host = "https://fake-apiserver:6443"
 
     def __init__(self, *, reachable: bool = True, storage_classes: tuple[str, ...] = (
-            "nfs-client",), runtime_classes: tuple[str, ...] = (), gpus: int = 0,
+            "nfs-client",), default_class: str | None = None,
+            runtime_classes: tuple[str, ...] = (), gpus: int = 0,
+            node_images: tuple[str, ...] = (),
             forbid: set[tuple[str, str]] | None = None,
             scripts: dict[str, list[Attempt]] | None = None,
             terminate_s: float = 0.3, collector: str = "ok",
@@ -89,11 +92,28 @@ class FakeApi:
         self.serial = itertools.count(1)
         self.versions = itertools.count(1)  # metadata.resourceVersion, as etcd's revision
         for name in storage_classes:
-            self._put({"kind": "StorageClass", "metadata": {"name": name}})
+            # The annotation the DefaultStorageClass admission plugin looks for.
+            default = {DEFAULT_CLASS: "true"} if name == default_class else {}
+            self._put({"kind": "StorageClass", "metadata": {"name": name,
+                                                            "annotations": default}})
         for name in runtime_classes:
             self._put({"kind": "RuntimeClass", "metadata": {"name": name}})
-        self._put({"kind": "Node", "metadata": {"name": "node-1"}, "status": {
-            "allocatable": {"cpu": "2", "nvidia.com/gpu": str(gpus)} if gpus else {"cpu": "2"}}})
+        self.add_node("node-1", gpus=gpus, images=node_images)
+
+    def add_node(self, name: str, *, ready: bool = True, gpus: int = 0,
+                 images: tuple[str, ...] = (), taints: tuple[str, ...] = ()) -> None:
+        """A node as the kubelet reports it: the Ready condition, allocatable, the images it
+        holds (status.images: each with its repo:tag and repo@digest names, registry spelled
+        out as containerd does) and taint effects (the control plane's is NoSchedule)."""
+        self._put({"kind": "Node", "metadata": {"name": name},
+                   "spec": {"taints": [{"key": f"taint-{i}", "effect": effect}
+                                       for i, effect in enumerate(taints)]},
+                   "status": {
+            "allocatable": {"cpu": "2", "nvidia.com/gpu": str(gpus)} if gpus else {"cpu": "2"},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "reason": "KubeletReady" if ready else "KubeletNotReady"}],
+            "images": [{"names": [f"docker.io/{image}", f"docker.io/{image.split(':')[0]}@sha256:"
+                                  + "0" * 64], "sizeBytes": 2**30} for image in images]}})
 
     # --- storage --------------------------------------------------------------------------------
     def _key(self, kind: str, name: str, namespace: str | None) -> Key:
