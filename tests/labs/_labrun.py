@@ -29,3 +29,20 @@ def labctl(state: Path, *args: str, env: dict[str, str] | None = None,
     left = [pid for pid, run in procs.run_processes().items() if run.is_relative_to(state)]
     assert left == [], f"labctl {' '.join(args)} left processes {left}"
     return proc
+
+
+def blocks(readme: Path) -> list[tuple[str, str, list[str]]]:
+    """(section, fence language, lines) of every fenced block."""
+    found: list[tuple[str, str, list[str]]] = []
+    section, lang, body = "", None, []
+    for line in readme.read_text().splitlines():
+        if lang is None and line.startswith("## "):
+            section = line
+        elif lang is None and line.startswith("```"):
+            lang, body = line[3:].strip(), []
+        elif lang is not None and line.startswith("```"):
+            found.append((section, lang, body))
+            lang = None
+        elif lang is not None:
+            body.append(line)
+    return found

@@ -15,27 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _labrun import LOCAL_LABS, REPO
+from _labrun import LOCAL_LABS, REPO, blocks
 
 SECTIONS = ("## Run it", "## Check it")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def blocks(readme: Path) -> list[tuple[str, str, list[str]]]:
-    """(section, fence language, lines) of every fenced block."""
-    found: list[tuple[str, str, list[str]]] = []
-    section, lang, body = "", None, []
-    for line in readme.read_text().splitlines():
-        if lang is None and line.startswith("## "):
-            section = line
-        elif lang is None and line.startswith("```"):
-            lang, body = line[3:].strip(), []
-        elif lang is not None and line.startswith("```"):
-            found.append((section, lang, body))
-            lang = None
-        elif lang is not None:
-            body.append(line)
-    return found
 
 
 FREE = {".labctl/runs/": r"\S*runs/", "…": ".*"}  # where runs live; what the README elides
