@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labctl import classroom_cli, labs, plan, platforms, rundir
+from labctl import classroom_cli, display, doctor, labs, plan, platforms, rundir
 from labctl import targets as registry
 from labctl.checks import EXIT_SKIP, VERDICT_EXIT, run_check
 from labctl.errors import UsageError
@@ -26,6 +26,8 @@ from labctl.tasks import TaskSpec, build_tasks, parse_task
 LAUNCH = "launch"  # the run group of `labctl launch`
 DEFAULT_STALL_S = 60.0
 DEFAULT_RESTARTS = 3
+PLAIN_HELP = ("no live progress bar, colour or redraws: plain lines, for screen readers and logs "
+              "(NO_COLOR set does the same)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,6 +92,7 @@ def _job_options(p: argparse.ArgumentParser, stall_default: float | None) -> Non
 
 def build_parser() -> Parser:
     parser = Parser(prog="labctl", description="Run the distributed TensorFlow labs.")
+    parser.add_argument("--plain", action="store_true", help=PLAIN_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="list the labs with their last result")
@@ -146,6 +149,10 @@ def build_parser() -> Parser:
                    help="the program every task runs, after --")
 
     classroom_cli.add_parser(sub)
+    doctor.add_parser(sub)
+    for command in sub.choices.values():  # `labctl run 04 --plain` too; absent, it changes nothing
+        command.add_argument("--plain", action="store_true", default=argparse.SUPPRESS,
+                             help=PLAIN_HELP)
     return parser
 
 
@@ -156,7 +163,6 @@ def _group(ident: str) -> str:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("#", "lab", "title", "kind", "last result", box=None, pad_edge=False)
@@ -167,7 +173,7 @@ def cmd_list(_: argparse.Namespace) -> int:
             table.add_row(path.name[:2], path.name, f"[red]invalid: {exc}", "", "")
             continue
         table.add_row(f"{lab.number:02d}", lab.name, lab.title, lab.kind, last_result(lab.name))
-    console = Console(highlight=False)
+    console = display.console()
     if not console.is_terminal:  # pipes and CI: one row per line, never wrapped
         console.width = 200
     console.print(table)
@@ -442,6 +448,7 @@ COMMANDS = {
     "list": cmd_list, "run": cmd_run, "check": cmd_check, "logs": cmd_logs,
     "clean": cmd_clean, "tensorboard": cmd_tensorboard, LAUNCH: cmd_launch,
     "render": targets.cmd_render, "class": classroom_cli.cmd_class,
+    "doctor": doctor.cmd_doctor,
 }
 
 
@@ -450,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"labctl: error: {platforms.problem('win32', 'AMD64')}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
+    display.ask_plain(args.plain)
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

@@ -1,17 +1,23 @@
 """What a run shows: task log lines prefixed with the task name, one progress line or bar.
 
 A terminal gets a live rich progress bar; anything else (CI, pipes) gets plain lines and a
-progress line at most every few seconds, so logs stay readable.
+progress line at most every few seconds, so logs stay readable. `labctl --plain` and NO_COLOR
+(https://no-color.org) give a terminal those plain lines too: no colour, nothing redrawn, which
+screen readers and terminal logs can follow.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from labctl.progress import StepTracker
 from labctl.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 PLAIN_EVERY_S = 5.0
 _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "white")
@@ -20,6 +26,27 @@ _COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_c
 # TensorFlow's start-up banners, printed before its logging is configured (TF_CPP_MIN_LOG_LEVEL
 # cannot hide them): kept in the log files, left off the screen.
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "oneDNN custom operations")
+
+
+_plain_asked = False  # `labctl --plain`, set once per command by cli.main
+
+
+def ask_plain(on: bool) -> None:
+    global _plain_asked
+    _plain_asked = on
+
+
+def plain() -> bool:
+    """No live bar, colour or redraws: --plain, or NO_COLOR set to anything but empty."""
+    return _plain_asked or os.environ.get("NO_COLOR", "") != ""
+
+
+def console() -> Console:
+    """A rich console for tables and notes; with plain() it writes no escape sequence at all
+    (rich's own NO_COLOR support drops colours but keeps bold and the like)."""
+    from rich.console import Console
+
+    return Console(highlight=False, color_system=None if plain() else "auto")
 
 
 def is_noise(text: str) -> bool:
@@ -132,6 +159,6 @@ class RichDisplay:
 
 
 def make_display(title: str, total: int | None, quiet: bool, width: int = 0) -> Display:
-    if sys.stdout.isatty():
+    if sys.stdout.isatty() and not plain():
         return RichDisplay(title, total, quiet, width)
     return PlainDisplay(title, total, quiet, width)
