@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from _manifests import by_kind, load, render
+from _signals import sigint_as_from_a_terminal
 
 from labctl import docker_target as dt
 from labctl import rundir
@@ -149,10 +150,11 @@ def test_ctrl_c_removes_containers_and_network(lab_image: str, tmp_path: Path) -
     env = {**os.environ, "LABCTL_STATE_DIR": str(tmp_path)}
     proc = subprocess.Popen([*LABCTL, "run", "04-between-graph-async", "--target", "docker",
                              "--steps", "100000"], env=env, cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=sigint_as_from_a_terminal)
+    run_id = None
     try:
         deadline = time.monotonic() + 120
-        run_id = None
         while time.monotonic() < deadline:
             run_file = tmp_path / "runs" / "04-between-graph-async" / "latest" / "run.json"
             if run_file.is_file():
@@ -166,6 +168,10 @@ def test_ctrl_c_removes_containers_and_network(lab_image: str, tmp_path: Path) -
     finally:
         if proc.poll() is None:
             proc.kill()
+            # labctl never got to remove them: a 100000-step run would go on eating the CPU
+            # of every test after this one.
+            if run_id:
+                dt.remove(run_id)
     assert proc.returncode == 130, out[-2000:]
     assert leftovers(run_id) == []
     assert latest(tmp_path, "04-between-graph-async")["status"] == "interrupted"

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _signals import sigint_as_from_a_terminal
+
 from labctl import procs
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,4 +47,5 @@ def tasks_by_name(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def start(state: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """labctl in the background, for signal tests."""
     return subprocess.Popen([*LABCTL, *args], env=labctl_env(state, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_from_a_terminal)
