@@ -52,8 +52,8 @@ lab-image: docker ## the lab image for --target docker, FROM the pinned tensorfl
 k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl render`
 	$(BIN)/python -m labctl.k8s.static
 
-test: venv-dev images ## set up, then run the whole test suite
-	$(BIN)/pytest tests --durations=25
+test: venv-dev images ## set up, then run the whole test suite (Molecule and Vagrant side by side)
+	tests/support/run-tests.sh $(BIN)/pytest
 
 lint: venv-dev ## ruff, yamllint, ansible-lint
 	$(BIN)/ruff check .
