@@ -5,7 +5,7 @@
 #   2. tests/molecule and tests/vagrant side by side: each keeps a core about busy (Ansible and
 #      the systemd containers) and waits on Docker the rest of the time, and they share nothing
 #      (their own containers, networks and subnets).
-# Each phase runs whatever the one before said; the exit status is 1 if any session failed.
+# Phase 2 runs whatever phase 1 found; the exit status is 1 if any session failed.
 # Usage: run-tests.sh PYTEST [pytest options for every session]
 set -uo pipefail
 pytest=$1
