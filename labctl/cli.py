@@ -104,6 +104,9 @@ def build_parser() -> Parser:
     p.add_argument("--target", choices=tuple(Target), default=Target.LOCAL,
                    help="where the tasks run (default local)")
     targets.add_options(p)
+    p.add_argument("--no-preload", action="store_true",
+                   help="local: start every task as a new Python process instead of forking it "
+                        "from one that has imported TensorFlow already (also LABCTL_PRELOAD=0)")
     _job_options(p, DEFAULT_STALL_S)
 
     p = sub.add_parser("render", help="print the Kubernetes manifests a run would create")

@@ -51,6 +51,7 @@ class Lab:
     tasks: dict[str, Count] = field(default_factory=dict)
     args: dict[str, ArgValue] = field(default_factory=dict)
     k8s: dict[str, Any] = field(default_factory=dict)  # the [k8s] table, read by labctl.k8s
+    preload: tuple[str, ...] = ()  # modules the local target imports once for every task
 
     @property
     def number(self) -> int:
@@ -87,7 +88,7 @@ def load_lab(path: Path) -> Lab:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise LabError(f"{where}: {exc}") from None
     unknown = set(data) - {"title", "kind", "program", "summary", "success", "shutdown",
-                           "progress", "tasks", "args", "k8s"}
+                           "progress", "tasks", "args", "k8s", "preload"}
     if unknown:
         raise LabError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     kind = _require(data, "kind", str, where)
@@ -111,6 +112,11 @@ def load_lab(path: Path) -> Lab:
     k8s = data.get("k8s", {})
     if not isinstance(k8s, dict):
         raise LabError(f"{where}: [k8s] must be a table")
+    preload = data.get("preload", [])
+    if not isinstance(preload, list) or not all(
+        isinstance(m, str) and all(part.isidentifier() for part in m.split(".")) for m in preload
+    ):
+        raise LabError(f'{where}: preload must be a list of module names, e.g. ["tensorflow"]')
     lab = Lab(
         name=path.name,
         path=path,
@@ -124,6 +130,7 @@ def load_lab(path: Path) -> Lab:
         tasks=tasks,
         args=args,
         k8s=k8s,
+        preload=tuple(preload),
     )
     if not (path / lab.program).is_file():
         raise LabError(f"{where}: program {lab.program!r} does not exist")

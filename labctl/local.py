@@ -8,13 +8,14 @@ mechanisms (LABCTL_SUPERVISION selects; the tests run both on Linux):
 - `pipe` (the default elsewhere, e.g. macOS): the task runs under `labctl.shim`, which kills its
   process group when the pipe whose only write end labctl holds reaches EOF.
 
+Lab tasks are forked from a pre-imported interpreter where that is possible (labctl.preload).
+
 SIGTERM, not SIGINT, ends TensorFlow servers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labctl import procs, rundir, supervise, taskenv
+from labctl import preload, procs, rundir, supervise, taskenv
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.ports import free_ports
@@ -36,12 +37,9 @@ from labctl.states import Target
 from labctl.tasks import SINGLE, TaskSpec
 from labctl.tfconfig import cluster_spec, tf_config
 
-PR_SET_PDEATHSIG = 1
 DRAIN_S = 2.0  # how long to wait for output after exit (a grandchild may hold the pipe)
 SUPERVISION_ENV = "LABCTL_SUPERVISION"
 MECHANISMS = ("pdeathsig", "pipe")
-# Loaded before any fork: the child only calls it. Linux only (prctl); elsewhere the pipe.
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 def mechanism() -> str:
@@ -55,14 +53,15 @@ def mechanism() -> str:
     return chosen
 
 
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec; only async-signal-safe work here.
-
-    The kernel ties PDEATHSIG to the thread that forked, so tasks are started from the thread
-    that lives as long as the run (the controller's, i.e. the main thread)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[union-attr]
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def forking(no_preload: bool = False) -> bool:
+    """Whether lab tasks are forked from the pre-imported interpreter (labctl.preload): on
+    Linux (it needs PR_SET_PDEATHSIG) with the default supervision, unless `--no-preload` or
+    LABCTL_PRELOAD=0 says no."""
+    switch = os.environ.get(preload.SWITCH_ENV, "1")
+    if switch not in ("0", "1"):
+        raise UsageError(f"{preload.SWITCH_ENV}={switch!r}: use 1 (fork tasks from a "
+                         "pre-imported interpreter, the default on Linux) or 0 (plain processes)")
+    return not no_preload and switch == "1" and mechanism() == "pdeathsig"
 
 
 class ParentPipe:
@@ -84,7 +83,8 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 class ProcessHandle:
-    def __init__(self, task: TaskSpec, proc: subprocess.Popen[str], lines: Lines) -> None:
+    def __init__(self, task: TaskSpec, proc: subprocess.Popen[str] | preload.Forked,
+                 lines: Lines) -> None:
         self.task, self.proc = task, proc
         self.eof = threading.Event()
         self.exited_at: float | None = None
@@ -128,30 +128,38 @@ class ProcessHandle:
 
 
 class LocalBackend:
-    """Starts tasks as child processes: `command(task)` and `env(task)` say what to run."""
+    """Starts tasks as child processes: `command(task)` and `env(task)` say what to run; a
+    `python SCRIPT ...` task is forked from `server` when there is one (labctl.preload)."""
 
     def __init__(
         self,
         command: Callable[[TaskSpec], list[str]],
         env: Callable[[TaskSpec], Mapping[str, str]],
         cwd: Path,
+        server: preload.Server | None = None,
     ) -> None:
-        self.command, self.env, self.cwd = command, env, cwd
+        self.command, self.env, self.cwd, self.server = command, env, cwd, server
 
     def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
+        argv, env = self.command(task), dict(self.env(task))
+        if self.server and argv[0] == sys.executable and argv[1:2] and argv[1].endswith(".py"):
+            if self.server.usable(env):
+                return ProcessHandle(task, self.server.start(argv, env, self.cwd), lines)
+            print(f"labctl: {self.server.why_not(env)}: tasks start as plain processes",
+                  file=sys.stderr)
+            self.server = None
         parent = os.getpid()
         options: dict[str, Any] = {}
-        argv = self.command(task)
         if mechanism() == "pipe":
             fd = ParentPipe.read_end()
             argv = [sys.executable, "-m", "labctl.shim", str(fd), "--", *argv]
             options["pass_fds"] = (fd,)
         else:  # only prctl and getppid run there
-            options["preexec_fn"] = lambda: _die_with_parent(parent)
+            options["preexec_fn"] = lambda: procs.die_with_parent(parent)
         proc = subprocess.Popen(
             argv,
             cwd=self.cwd,
-            env=dict(self.env(task)),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -174,14 +182,18 @@ def execute(
     command: Callable[[TaskSpec, RunDir], list[str]],
     cwd: Path | None,
     quiet: bool,
+    preloaded: tuple[str, ...] = (),
 ) -> tuple[RunDir, Outcome]:
-    """Run `spec` as local processes in a new run directory of `group`."""
+    """Run `spec` as local processes in a new run directory of `group`, forked from an
+    interpreter that has imported `preloaded` if there are any (labctl.preload)."""
     tasks = [t for t in spec.tasks if t.type != SINGLE]
     ports = dict(zip(tasks, free_ports(len(tasks)), strict=True))
     cluster = cluster_spec(tasks, lambda t: f"127.0.0.1:{ports[t]}")
     left = rundir.reap_leftovers()
     if left:
         print(f"labctl: killed {len(left)} process(es) left by an aborted run", file=sys.stderr)
+    # Started first: it imports while labctl prepares the run.
+    server = preload.server(taskenv.local({}), preloaded) if preloaded else None
     run = rundir.create(group)
 
     def env(task: TaskSpec) -> dict[str, str]:
@@ -190,7 +202,7 @@ def execute(
             marked["TF_CONFIG"] = tf_config(cluster, task)
         return taskenv.local(marked)
 
-    backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path)
+    backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path, server)
     try:
         record = record.update(target=Target.LOCAL, cluster=cluster)
         return run, supervise.execute(run, spec, record, backend, quiet)

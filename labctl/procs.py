@@ -9,14 +9,22 @@ left behind, and tests can prove that nothing is left. psutil reads the environm
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import psutil
 
 RUN_ENV = "LABCTL_RUN"
+PR_SET_PDEATHSIG = 1
+# Loaded before any fork: the child only calls it. Linux only (prctl).
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+# A task forked by labctl.preload shows its server's environment (the kernel's copy from exec):
+# it writes its run to this directory of the server's instead, as a file named by its pid.
+PRELOAD_DIR_ENV = "LABCTL_PRELOAD_DIR"
 
 
 def run_processes() -> dict[int, Path]:
@@ -24,12 +32,23 @@ def run_processes() -> dict[int, Path]:
     found = {}
     for proc in psutil.process_iter():
         try:
-            run = proc.environ().get(RUN_ENV)
+            env = proc.environ()
         except (psutil.Error, OSError):  # gone, a zombie, or not ours to read
             continue
+        run = env.get(RUN_ENV) or _mark(env.get(PRELOAD_DIR_ENV), proc.pid)
         if run:
             found[proc.pid] = Path(run)
     return found
+
+
+def _mark(marks: str | None, pid: int) -> str | None:
+    """The run a forked task wrote to its server's directory (none for the server itself)."""
+    if not marks:
+        return None
+    try:
+        return (Path(marks) / str(pid)).read_text() or None
+    except OSError:
+        return None
 
 
 def kill(pids: list[int]) -> None:
@@ -49,3 +68,11 @@ def kill_run(run: Path, wait_s: float = 2.0) -> list[int]:
         alive = run_processes()
         left = [pid for pid in left if pid in alive]
     return pids
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux, in a child right after fork: SIGKILL when the thread that forked it ends (the
+    kernel ties PR_SET_PDEATHSIG to that thread). Only async-signal-safe work here."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # type: ignore[union-attr]
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

@@ -16,18 +16,19 @@ from labctl.tasks import TaskSpec
 
 class Local:
     name = Target.LOCAL
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = ("no_preload",)
 
     def run(self, lab: Lab, plan: LabPlan, spec: JobSpec, record: RunRecord,
             args: argparse.Namespace) -> tuple[RunDir, Outcome]:
-        from labctl.local import execute
+        from labctl.local import execute, forking
 
         program = [sys.executable, str(lab.path / lab.program)]
 
         def command(_task: TaskSpec, run: RunDir) -> list[str]:
             return [*program, "--output-dir", str(run.output), *args_argv(plan.args)]
 
-        return execute(lab.name, spec, record, command, None, args.quiet)
+        preloaded = lab.preload if forking(getattr(args, "no_preload", False)) else ()
+        return execute(lab.name, spec, record, command, None, args.quiet, preloaded)
 
     def clean(self, run: RunDir) -> list[str]:
         return []  # its processes end with the run; the run directory holds the rest

@@ -1,8 +1,10 @@
 """The local launcher's lifecycle with a fast non-TensorFlow program (fixtures/labs/02-fake):
 success, restarts with back-off, exit code 2, --kill, watchdog, shutdown, reaping, launch.
 
-Every test runs with both ways a task dies with labctl (labctl/local.py): Linux's PDEATHSIG and
-the parent-death pipe that macOS uses, so the macOS path is exercised here too."""
+Every test runs with each way a task starts and dies with labctl (labctl/local.py): a plain
+process under Linux's PDEATHSIG, one under the parent-death pipe that macOS uses (so the macOS
+path is exercised here too), and one forked from the pre-imported interpreter (labctl/preload.py;
+the fixture labs preload `json`, so the server starts in a moment)."""
 
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ from _labctl import (
 )
 
 
-@pytest.fixture(autouse=True, params=["pdeathsig", "pipe"])
+@pytest.fixture(autouse=True, params=["pdeathsig", "pipe", "preload"])
 def supervision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LABCTL_SUPERVISION", request.param)
+    forked = request.param == "preload"
+    monkeypatch.setenv("LABCTL_SUPERVISION", "pdeathsig" if forked else request.param)
+    monkeypatch.setenv("LABCTL_PRELOAD", "1" if forked else "0")
     return str(request.param)
 
 
@@ -152,7 +156,7 @@ def test_ctrl_c_stops_every_task(state: Path) -> None:
 
 def test_sigkilled_labctl_leaves_nothing_behind(labctl, state: Path, supervision: str) -> None:
     proc = start(state, "run", "02", env={"FAKE_HANG": "worker:0", "FAKE_GRANDCHILD": "ps:0"})
-    _wait_for_tasks(state, 4 if supervision == "pdeathsig" else 7)  # + a shim per task
+    _wait_for_tasks(state, 7 if supervision == "pipe" else 4)  # + a shim per task
     proc.kill()
     proc.communicate(timeout=10)
     time.sleep(0.5)

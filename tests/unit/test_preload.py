@@ -1,0 +1,165 @@
+"""The pre-imported interpreter (labctl/preload.py): a forked task is the program as `python
+PROGRAM` would run it, the switch back to plain processes, a server that fails, and the fork
+itself under load. The lifecycle tests (test_lifecycle.py, param `preload`) run kills, restarts,
+Ctrl-C and a SIGKILLed labctl against forked tasks; tests/labs runs the real labs forked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from _labctl import LABCTL, labctl_env, leftovers
+
+from labctl import preload, procs, taskenv
+
+PROBE = """
+    import json, os, sys
+    from pathlib import Path
+    facts = {"preloaded": "fractions" in sys.modules, "argv": sys.argv, "path0": sys.path[0],
+             "cwd": os.getcwd(), "env": dict(os.environ), "stdin": sys.stdin.read(),
+             "pgid": os.getpgid(0), "pid": os.getpid()}
+    from labctl import procs
+    facts["mark"] = str(procs.run_processes().get(os.getpid()))
+    import probe_mod
+    facts["probe_mod_fresh"] = probe_mod.LOADED_BY == os.getpid()
+    out = Path(sys.argv[sys.argv.index("--output-dir") + 1])
+    (out / "probe.json").write_text(json.dumps(facts))
+    print("probe done")
+    sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
+"""
+
+
+def probe_labs(tmp_path: Path, preloaded: list[str]) -> Path:
+    labs = tmp_path / "labs"
+    (labs / "01-probe").mkdir(parents=True)
+    (labs / "probe_mod.py").write_text("import os\nLOADED_BY = os.getpid()\n")
+    (labs / "01-probe" / "probe.py").write_text(textwrap.dedent(PROBE))
+    (labs / "01-probe" / "lab.toml").write_text(textwrap.dedent(f"""\
+        title = "Probe"
+        kind = "local"
+        program = "probe.py"
+        progress = false
+        preload = {json.dumps(preloaded)}
+    """))
+    return labs
+
+
+def run_probe(tmp_path: Path, *args: str, preloaded: list[str] | None = None,
+              **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    state = tmp_path / "state"
+    labs = probe_labs(tmp_path, ["numpy", "fractions", "probe_mod"] if preloaded is None
+                      else preloaded)
+    proc = subprocess.run([*LABCTL, "run", "01", *args], capture_output=True, text=True,
+                          env=labctl_env(state, labs, **env), timeout=120, check=False)
+    assert leftovers(state) == []
+    run = state / "runs" / "01-probe" / "latest"
+    found = run / "output" / "probe.json"
+    return proc, (json.loads(found.read_text()) if found.is_file() else {})
+
+
+def test_a_forked_task_is_the_program_as_python_would_run_it(tmp_path: Path) -> None:
+    proc, facts = run_probe(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = (tmp_path / "state" / "runs" / "01-probe" / "latest").resolve()
+    program = tmp_path / "labs" / "01-probe" / "probe.py"
+    assert facts["preloaded"], "the task was not forked from the server"
+    assert facts["argv"] == [str(program), "--output-dir", str(run / "output")]
+    assert facts["path0"] == str(program.parent) and facts["cwd"] == str(run)
+    assert facts["stdin"] == "" and facts["pgid"] == facts["pid"]  # its own session
+    # its environment is the task's, not the server's, and the kernel-side mark finds it
+    assert facts["env"]["LABCTL_RUN"] == str(run) and procs.PRELOAD_DIR_ENV not in facts["env"]
+    assert facts["env"]["PYTHONUNBUFFERED"] == "1"
+    assert facts["mark"] == str(run)
+    # a module of the labs directory is imported afresh by each task, not inherited
+    assert facts["probe_mod_fresh"]
+    assert "probe done" in (run / "logs" / "main.log").read_text()
+    assert not list((tmp_path / "state" / "preload").iterdir()), "the server's directory stayed"
+
+
+@pytest.mark.parametrize("how", [("--no-preload",), ("LABCTL_PRELOAD=0",)])
+def test_the_switch_starts_plain_processes(tmp_path: Path, how: tuple[str]) -> None:
+    args, env = ((), {"LABCTL_PRELOAD": "0"}) if "=" in how[0] else (how, {})
+    proc, facts = run_probe(tmp_path, *args, **env)
+    assert proc.returncode == 0, proc.stderr
+    assert facts["preloaded"] is False and facts["mark"] == facts["env"]["LABCTL_RUN"]
+
+
+def test_a_task_exit_code_and_output_pass_through(tmp_path: Path) -> None:
+    proc, facts = run_probe(tmp_path, "--max-restarts", "0", PROBE_EXIT="7")
+    assert proc.returncode == 1 and facts["preloaded"]
+    assert "exit 7" in proc.stderr and "probe done" in proc.stderr
+
+
+def test_a_server_that_fails_to_import_leaves_plain_processes(tmp_path: Path) -> None:
+    proc, facts = run_probe(tmp_path, preloaded=["fractions", "no_such_module_here"])
+    assert proc.returncode == 0, proc.stderr
+    assert facts["preloaded"] is False
+    assert "labctl: the pre-imported interpreter failed (ModuleNotFoundError: No module named " \
+           "'no_such_module_here'): tasks start as plain processes" in proc.stderr
+
+
+def test_bad_switch_values_are_refused_in_one_line(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    labs = probe_labs(tmp_path, ["json"])
+    for args, env, said in [
+        ((), {"LABCTL_PRELOAD": "yes"}, "LABCTL_PRELOAD='yes': use 1"),
+        (("--no-preload", "--target", "docker"), {}, "--target docker does not use --no-preload"),
+    ]:
+        proc = subprocess.run([*LABCTL, "run", "01", *args], capture_output=True, text=True,
+                              env=labctl_env(state, labs, **env), timeout=60, check=False)
+        assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.splitlines()) == 1
+        assert "Traceback" not in proc.stderr and not (state / "runs").exists()
+
+
+def test_bad_preload_in_lab_toml_names_the_field(tmp_path: Path) -> None:
+    labs = probe_labs(tmp_path, ["json"])
+    toml = labs / "01-probe" / "lab.toml"
+    toml.write_text(toml.read_text().replace('["json"]', '"tensorflow"'))
+    proc = subprocess.run([*LABCTL, "run", "01"], capture_output=True, text=True, timeout=60,
+                          env=labctl_env(tmp_path / "state", labs), check=False)
+    assert proc.returncode == 2
+    assert "lab.toml: preload must be a list of module names" in proc.stderr
+
+
+def test_hundreds_of_forks_under_load_neither_hang_nor_lose_an_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "state"))
+    env = taskenv.local({})
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    server = preload.Server(env, ("numpy",))
+    try:
+        assert server.usable(env) and not server.usable({**env, "OTHER": "1"})
+        assert server.usable({**env, "TF_CONFIG": "{}", "LABCTL_RUN": "/x"})  # per task only
+        program = tmp_path / "child.py"
+        program.write_text("import os, sys\nprint('child', os.getpid())\n"
+                           "sys.exit(int(sys.argv[1]) % 5)\n")
+        started = time.monotonic()
+        codes = {}
+        for batch in range(60):
+            tasks = [server.start([sys.executable, str(program), str(batch * 5 + i)], env,
+                                  tmp_path) for i in range(5)]
+            for task in tasks:
+                codes[task.pid] = (task.wait(timeout=30), task.stdout.read())
+                task.stdout.close()
+        assert len(codes) == 300 and time.monotonic() - started < 240
+        assert sorted(c for c, _ in codes.values()) == sorted(list(range(5)) * 60)
+        assert all(out == f"child {pid}\n" for pid, (_, out) in codes.items())
+        assert set(server.threads_at_fork) == {1}
+        # a killed task is reported the way subprocess reports it
+        sleeper = tmp_path / "sleep.py"
+        sleeper.write_text("import time\ntime.sleep(60)\n")
+        task = server.start([sys.executable, str(sleeper)], env, tmp_path)
+        os.killpg(task.pid, signal.SIGKILL)
+        assert task.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        for proc in load:
+            proc.kill()
+        server.close()
+    assert server.proc.returncode == 0 and not server.marks.exists()
