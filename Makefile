@@ -60,7 +60,7 @@ lint: venv-dev ## ruff, yamllint, ansible-lint
 	$(BIN)/yamllint .
 	$(BIN)/ansible-lint
 
-bench: venv ## benchmark labs 04-07 (wall time, startup, steps/s, time to 0.95)
+bench: venv ## benchmark labs 04-07, forked and plain (wall, start-up, steps/s vs baseline, time to 0.95)
 	$(BIN)/python -m labctl.bench
 
 verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)

@@ -1,5 +1,7 @@
 """`python -m labctl.bench` (`make bench`): labs 04-07 with 1 and 2 workers, against a
-single-process baseline that trains the same model for the same steps.
+single-process baseline that trains the same model for the same steps. Each distributed run is
+made twice on Linux: with tasks forked from the pre-imported interpreter (labctl.preload, the
+default) and as plain processes (`--no-preload`), so that the start-up columns compare the two.
 
 Each lab runs through `labctl run LAB --workers N` in a state directory of its own (the
 attendee's runs stay untouched); the numbers come from the run's results.json (the success
@@ -23,11 +25,14 @@ from typing import Any
 
 from labctl import labs, record
 from labctl.errors import UsageError
+from labctl.local import forking
 from labctl.states import RunStatus
 
 TARGET = 0.95
 DEFAULT_LABS = "04,05,06,07"
-COLUMNS = ("run", "status", "steps", "wall_s", "startup_s", "steps_per_s", "to_0.95_s", "accuracy")
+COLUMNS = ("run", "status", "steps", "wall_s", "first_step_s", "task_start_s", "startup_s",
+           "steps_per_s", "vs_baseline", "to_0.95_s", "accuracy")
+START_MODES = ("forked", "plain")
 
 
 @dataclass
@@ -35,16 +40,24 @@ class Row:
     lab: str
     workers: int  # 0: the single-process baseline
     status: str
+    start: str = "plain"  # forked (labctl.preload) or plain processes
     steps: int | None = None
     wall_s: float | None = None  # launcher start to end (the baseline: process start to end)
-    startup_s: float | None = None  # success task start to its first training step
+    first_step_s: float | None = None  # launcher start to the success task's first step
+    task_start_s: float | None = None  # launcher start to the success task's start (forked: the
+    # pre-imported interpreter's import; plain: a fork and exec)
+    startup_s: float | None = None  # success task start to its first training step (plain:
+    # Python and TensorFlow imports and the cluster connection; forked: the connection only)
+    vs_baseline: float | None = None  # steps_per_s over the baseline's
     steps_per_sec: float | None = None  # global steps per second after the first step
     time_to_target_s: float | None = None  # success task start to the first test accuracy >= 0.95
     test_accuracy: float | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.lab} baseline" if self.workers == 0 else f"{self.lab} {self.workers}w"
+        if self.workers == 0:
+            return f"{self.lab} baseline"
+        return f"{self.lab} {self.workers}w" + (" plain" if self.start == "plain" else "")
 
 
 def time_to(history: list[list[float]], target: float) -> float | None:
@@ -61,20 +74,28 @@ def from_results(row: Row, results: dict[str, Any]) -> Row:
     return row
 
 
-def run_lab(lab: labs.Lab, workers: int, state: Path) -> Row:
+def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
     env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
+    plain = ["--no-preload"] if start == "plain" else []
     proc = subprocess.run([sys.executable, "-m", "labctl", "run", lab.name, "--workers",
-                           str(workers), "--quiet"], env=env, capture_output=True, text=True,
-                          check=False)
+                           str(workers), "--quiet", *plain], env=env, capture_output=True,
+                          text=True, check=False)
     run = state / "runs" / lab.name / "latest"
     rec = record.load(run / record.FILE)
-    row = Row(lab.name[:2], workers, (rec and rec.status) or RunStatus.FAILED,
+    row = Row(lab.name[:2], workers, (rec and rec.status) or RunStatus.FAILED, start,
               wall_s=rec and rec.wall_time_s)
     if proc.returncode != 0:
         print(f"bench: {row.name} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}",
               file=sys.stderr)
     results = run / "output" / "results.json"
-    return from_results(row, json.loads(results.read_text())) if results.is_file() else row
+    if not results.is_file():
+        return row
+    row = from_results(row, json.loads(results.read_text()))
+    success = next((t for t in (rec.tasks if rec else []) if t["name"] == rec.success), {})
+    row.task_start_s = success.get("started_s")
+    if row.task_start_s is not None and row.startup_s is not None:
+        row.first_step_s = round(row.task_start_s + row.startup_s, 2)
+    return row
 
 
 def run_baseline(lab: labs.Lab, out: Path) -> Row:
@@ -95,8 +116,9 @@ def table(rows: list[Row]) -> str:
             return "-"
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
-    lines = [[r.name, r.status, cell(r.steps), cell(r.wall_s), cell(r.startup_s),
-              cell(r.steps_per_sec), cell(r.time_to_target_s),
+    lines = [[r.name, r.status, cell(r.steps), cell(r.wall_s), cell(r.first_step_s),
+              cell(r.task_start_s), cell(r.startup_s), cell(r.steps_per_sec),
+              cell(r.vs_baseline), cell(r.time_to_target_s),
               "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"] for r in rows]
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(COLUMNS)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
@@ -112,10 +134,15 @@ def chart(rows: list[Row], path: Path) -> None:
     names = [r.name for r in rows][::-1]
     rows = rows[::-1]
     fig, (times, speed) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
+    task_start = [r.task_start_s or 0 for r in rows]
     startup = [r.startup_s or 0 for r in rows]
-    training = [max((r.wall_s or 0) - s, 0) for r, s in zip(rows, startup, strict=True)]
-    times.barh(names, startup, color="#c8c8c8", label="start-up (to first step)")
-    times.barh(names, training, left=startup, color="#4c72b0", label="training and shutdown")
+    training = [max((r.wall_s or 0) - a - b, 0)
+                for r, a, b in zip(rows, task_start, startup, strict=True)]
+    times.barh(names, task_start, color="#e8e8e8", label="to the task's start (forked: import)")
+    times.barh(names, startup, left=task_start, color="#b0b0b0",
+               label="task start to first step (plain: imports too)")
+    times.barh(names, training, left=[a + b for a, b in zip(task_start, startup, strict=True)],
+               color="#4c72b0", label="training and shutdown")
     reached = [(r.time_to_target_s, n) for r, n in zip(rows, names, strict=True)
                if r.time_to_target_s is not None]
     times.scatter([t for t, _ in reached], [n for _, n in reached], marker="|", s=200,
@@ -145,13 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(state, ignore_errors=True)
     load = os.getloadavg()[0]
     rows: list[Row] = []
+    modes = START_MODES if forking() and any(lab.preload for lab in chosen) else ("plain",)
     for lab in chosen:
-        for workers in counts:
-            print(f"bench: {lab.name} with {workers} worker(s) ...", flush=True)
-            rows.append(run_lab(lab, workers, state))
         print(f"bench: {lab.name} baseline, {lab.args['steps']} steps in one process ...",
               flush=True)
-        rows.append(run_baseline(lab, state / "baseline" / lab.name))
+        baseline = run_baseline(lab, state / "baseline" / lab.name)
+        for workers in counts:
+            for start in modes:
+                print(f"bench: {lab.name} with {workers} worker(s), {start} ...", flush=True)
+                row = run_lab(lab, workers, start, state)
+                if row.steps_per_sec and baseline.steps_per_sec:
+                    row.vs_baseline = round(row.steps_per_sec / baseline.steps_per_sec, 2)
+                rows.append(row)
+        rows.append(baseline)
     print(table(rows))
     report = {"target_accuracy": TARGET, "cpus": os.cpu_count(), "load_before": round(load, 2),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

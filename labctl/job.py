@@ -97,6 +97,7 @@ class TaskState:
     restarts: int = 0
     exit_code: int | None = None
     restart_at: float = 0.0
+    started_s: float | None = None  # launcher start to the task's first start (labctl bench)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
 
     def summary(self) -> dict[str, Any]:
@@ -107,6 +108,7 @@ class TaskState:
             "status": self.status,
             "exit_code": self.exit_code,
             "restarts": self.restarts,
+            "started_s": self.started_s,
         }
 
 
@@ -178,6 +180,8 @@ class Controller:
         state.handle = self.backend.start(state.spec, self.lines)
         state.status = TaskStatus.RUNNING
         self.last_start = time.monotonic()
+        if state.started_s is None:
+            state.started_s = round(self.last_start - self.started, 3)
 
     def _on_exit(self, state: TaskState, code: int) -> None:
         state.exit_code, state.handle = code, None
