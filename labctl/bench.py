@@ -50,7 +50,7 @@ class Row:
     # Python and TensorFlow imports and the cluster connection; forked: the connection only)
     vs_baseline: float | None = None  # steps_per_s over the baseline's
     steps_per_sec: float | None = None  # global steps per second after the first step
-    time_to_target_s: float | None = None  # success task start to the first test accuracy >= 0.95
+    time_to_target_s: float | None = None  # launcher start to the first test accuracy >= 0.95
     test_accuracy: float | None = None
 
     @property
@@ -95,6 +95,8 @@ def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
     row.task_start_s = success.get("started_s")
     if row.task_start_s is not None and row.startup_s is not None:
         row.first_step_s = round(row.task_start_s + row.startup_s, 2)
+    if row.task_start_s is not None and row.time_to_target_s is not None:
+        row.time_to_target_s = round(row.task_start_s + row.time_to_target_s, 2)  # as wall_s
     return row
 
 

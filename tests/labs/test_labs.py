@@ -161,6 +161,7 @@ def test_bench_records_a_lab_and_its_baseline(tmp_path: Path) -> None:
     forked, plain, _ = rows
     for row in (forked, plain):
         assert row["first_step_s"] == round(row["task_start_s"] + row["startup_s"], 2)
+        assert row["first_step_s"] <= row["time_to_target_s"]  # both from the launcher's start
         assert row["vs_baseline"] > 0
     # a forked task finds TensorFlow imported: the import moved out of its start-up
     assert forked["startup_s"] < plain["startup_s"]
