@@ -143,10 +143,13 @@ class LocalBackend:
     def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
         argv, env = self.command(task), dict(self.env(task))
         if self.server and argv[0] == sys.executable and argv[1:2] and argv[1].endswith(".py"):
-            if self.server.usable(env):
-                return ProcessHandle(task, self.server.start(argv, env, self.cwd), lines)
-            print(f"labctl: {self.server.why_not(env)}: tasks start as plain processes",
-                  file=sys.stderr)
+            try:
+                if self.server.usable(env):
+                    return ProcessHandle(task, self.server.start(argv, env, self.cwd), lines)
+                why = self.server.why_not(env)
+            except OSError as err:
+                why = str(err)
+            print(f"labctl: {why}: tasks start as plain processes", file=sys.stderr)
             self.server = None
         parent = os.getpid()
         options: dict[str, Any] = {}

@@ -18,7 +18,8 @@ Why the fork is safe:
   directory and stdio, default signal handlers, and `labkit` imported afresh. What TensorFlow
   and Keras read while they are imported (TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS,
   KERAS_HOME, ...) comes from the server's environment, which is every task's own but for the
-  per-task variables; a task whose environment differs in anything else starts plainly.
+  per-task variables; a task whose environment differs in anything else starts plainly. What
+  the imports set in os.environ (TensorFlow sets TF2_BEHAVIOR) is set in each task too.
 
 Supervision is the chain plain tasks have: the server dies with labctl and each task with the
 server (PR_SET_PDEATHSIG both), and every task leads a session of its own. The kernel shows a
@@ -26,9 +27,10 @@ forked task's environment as the server's (/proc/PID/environ is a copy taken at 
 also writes its run to PRELOAD_DIR_ENV/PID, where `procs.run_processes` looks it up.
 
 Protocol (a SOCK_SEQPACKET socketpair, one JSON message each): labctl sends {"token", "argv",
-"env", "cwd"} with the task's output pipe attached; the server answers {"ready": true} once,
-{"token", "pid"} for each fork and {"pid", "exit"} when a task ends (exit < 0: killed by that
-signal, as subprocess reports it).
+"env", "cwd", "sigint_ignored"} with the task's output pipe attached; the server answers
+{"ready": true} once, {"token", "pid", "threads"} for each fork (or {"token", "error"} when
+fork fails: labctl starts that task plainly) and {"token", "exit"} when a task ends (exit < 0:
+killed by that signal, as subprocess reports it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import contextlib
 import importlib
 import io
 import json
+import locale
 import os
 import runpy
 import select
@@ -72,22 +75,37 @@ class Request:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    sigint_ignored: bool  # as labctl's: a plain task inherits SIG_IGN through exec
     out: int  # the task's stdout and stderr
 
 
-def _import_once(modules: list[str]) -> list[str]:
-    """Import what the lab declares (lab.toml `preload`), in order, as its program would; the
-    sys.path a task builds its own on."""
+@dataclass
+class Imported:
+    base_path: list[str]  # the sys.path entries a task builds its own on
+    env_set: dict[str, str]  # what the imports set in os.environ (TensorFlow sets TF2_BEHAVIOR)
+
+
+def _python_path(cwd: str, value: str) -> list[str]:
+    """PYTHONPATH's entries as CPython puts them on sys.path: absolute, an empty one the cwd."""
+    return [os.path.abspath(os.path.join(cwd, p)) for p in value.split(os.pathsep)] if value \
+        else []
+
+
+def _import_once(modules: list[str]) -> Imported:
+    """Import what the lab declares (lab.toml `preload`), in order, as its program would."""
+    before = dict(os.environ)
     for name in modules:
         importlib.import_module(name)
+    env_set = {k: v for k, v in os.environ.items() if before.get(k) != v}
     # The labs' own modules (labkit: it sets TensorFlow's environment defaults, so it comes
     # first) are forgotten again: each task imports them afresh, as a new interpreter would.
     labs = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or os.devnull).resolve()
     for name, module in list(sys.modules.items()):
         if Path(getattr(module, "__file__", None) or os.devnull).resolve().is_relative_to(labs):
             del sys.modules[name]
-    own = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
-    return [p for p in sys.path[1:] if p not in own]  # [0] is `-m`'s working directory
+    own = set(_python_path(os.getcwd(), os.environ.get("PYTHONPATH", "")))
+    base = [p for p in sys.path[1:] if p not in own]  # [0] is `-m`'s working directory
+    return Imported(base, env_set)
 
 
 def serve(sock: socket.socket) -> Request | None:
@@ -96,7 +114,7 @@ def serve(sock: socket.socket) -> Request | None:
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wakeup fd is written
     signal.set_wakeup_fd(wake_w)
-    children: set[int] = set()
+    children: dict[int, int] = {}  # pid -> token
     sock.send(json.dumps({"ready": True}).encode())
     while True:
         readable = select.select([sock, wake_r], [], [])[0]
@@ -113,8 +131,18 @@ def serve(sock: socket.socket) -> Request | None:
             return None
         req = json.loads(msg)
         parent = os.getpid()
-        led_r, led_w = os.pipe()  # the child's session exists before labctl may signal it
-        pid = os.fork()
+        led: tuple[int, ...] = ()
+        try:
+            if not fds:  # no room for it (EMFILE truncates the message's descriptors)
+                raise OSError("no output pipe came with the request")
+            led = os.pipe()  # the child's session exists before labctl may signal it
+            pid = os.fork()
+        except OSError as err:  # EAGAIN under a pids limit, EMFILE, ENOMEM: labctl goes plain
+            for fd in (*fds, *led):
+                os.close(fd)
+            sock.send(json.dumps({"token": req["token"], "error": str(err)}).encode())
+            continue
+        led_r, led_w = led
         if pid == 0:
             signal.set_wakeup_fd(-1)
             for fd in (wake_r, wake_w, led_r):
@@ -122,18 +150,18 @@ def serve(sock: socket.socket) -> Request | None:
             sock.close()
             _become_task(parent, req)
             os.close(led_w)
-            return Request(req["argv"], req["env"], req["cwd"], fds[0])
+            return Request(req["argv"], req["env"], req["cwd"], req["sigint_ignored"], fds[0])
         os.close(led_w)
         os.read(led_r, 1)  # EOF once the child leads its session (or died trying)
         os.close(led_r)
         os.close(fds[0])
-        children.add(pid)
+        children[pid] = req["token"]
         # The server's threads through the fork (OpenBLAS's pool stopped for it): tested to be 1.
         threads = len(os.listdir("/proc/self/task"))
         sock.send(json.dumps({"token": req["token"], "pid": pid, "threads": threads}).encode())
 
 
-def _reap(sock: socket.socket, children: set[int]) -> None:
+def _reap(sock: socket.socket, children: dict[int, int]) -> None:
     marks = os.environ.get(PRELOAD_DIR_ENV, "")
     while children:
         try:
@@ -142,12 +170,13 @@ def _reap(sock: socket.socket, children: set[int]) -> None:
             return
         if pid == 0:
             return
-        children.discard(pid)
+        token = children.pop(pid, None)
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)  # like a container: nothing a task started outlives it
         with contextlib.suppress(OSError):
             (Path(marks) / str(pid)).unlink()
-        sock.send(json.dumps({"pid": pid, "exit": os.waitstatus_to_exitcode(status)}).encode())
+        code = os.waitstatus_to_exitcode(status)
+        sock.send(json.dumps({"token": token, "exit": code}).encode())
 
 
 def _become_task(server: int, req: dict[str, Any]) -> None:
@@ -158,10 +187,11 @@ def _become_task(server: int, req: dict[str, Any]) -> None:
     if marks and RUN_ENV in req["env"]:
         (Path(marks) / str(os.getpid())).write_text(req["env"][RUN_ENV])
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if req["sigint_ignored"]
+                  else signal.default_int_handler)
 
 
-def _run_task(req: Request, base_path: list[str]) -> None:
+def _run_task(req: Request, imported: Imported) -> None:
     """Become `python PROGRAM ARGS` in `req.cwd` with `req.env`, then run the program."""
     os.dup2(req.out, 1)
     os.dup2(req.out, 2)
@@ -171,23 +201,28 @@ def _run_task(req: Request, base_path: list[str]) -> None:
     os.close(null)
     os.chdir(req.cwd)
     os.environ.clear()
-    os.environ.update(req.env)
+    os.environ.update(imported.env_set | req.env)
     script = req.argv[1]
-    extra = [p for p in req.env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [str(Path(script).resolve().parent), *extra, *base_path]
+    extra = _python_path(req.cwd, req.env.get("PYTHONPATH", ""))
+    sys.path[:] = [str(Path(script).resolve().parent), *extra, *imported.base_path]
     sys.argv = req.argv[1:]
-    unbuffered = bool(req.env.get("PYTHONUNBUFFERED"))  # as `python -u` would set them up
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 (lives as long as the task)
-    sys.stdout = _text(1, unbuffered, line_buffering=False, errors="strict")
-    sys.stderr = _text(2, unbuffered, line_buffering=True, errors="backslashreplace")
+    # stdio as CPython sets it up: PYTHONUNBUFFERED (any non-empty value is `-u`) and
+    # PYTHONIOENCODING (`encoding[:errors]`) from the task's environment, else the locale's.
+    unbuffered = bool(req.env.get("PYTHONUNBUFFERED"))
+    encoding, _, errors = req.env.get("PYTHONIOENCODING", "").partition(":")
+    encoding = encoding or locale.getpreferredencoding(False)
+    sys.stdin = open(0, encoding=encoding, closefd=False)  # noqa: SIM115 (as long as the task)
+    sys.stdout = _text(1, unbuffered, False, encoding, errors or "strict")
+    sys.stderr = _text(2, unbuffered, True, encoding, "backslashreplace")
     runpy.run_path(script, run_name="__main__")
 
 
-def _text(fd: int, unbuffered: bool, line_buffering: bool, errors: str) -> IO[str]:
+def _text(fd: int, unbuffered: bool, line_buffering: bool, encoding: str,
+          errors: str) -> IO[str]:
     raw = io.FileIO(fd, "w", closefd=False)
     if unbuffered:
-        return io.TextIOWrapper(raw, encoding="utf-8", errors=errors, write_through=True)
-    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors,
+        return io.TextIOWrapper(raw, encoding=encoding, errors=errors, write_through=True)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors=errors,
                             line_buffering=line_buffering)
 
 
@@ -197,11 +232,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     sock = socket.socket(fileno=int(argv[0]))
-    base_path = _import_once(argv[1:])
+    imported = _import_once(argv[1:])
     req = serve(sock)
     if req is None:
         return 0
-    _run_task(req, base_path)  # whatever it raises ends the task as it would a plain one
+    _run_task(req, imported)  # whatever it raises ends the task as it would a plain one
     return 0
 
 
@@ -213,7 +248,9 @@ class Server:
 
     def __init__(self, env: Mapping[str, str], modules: tuple[str, ...]) -> None:
         self.marks = _marks_dir()
-        self.env = dict(env)
+        # A user's own TF_CONFIG or LABCTL_RUN is no part of it: each task brings its own.
+        self.env = {k: v for k, v in env.items() if k not in PER_TASK}
+        self.log = (self.marks / "server.log").open("w")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         parent = os.getpid()
@@ -222,7 +259,7 @@ class Server:
             env={**self.env, PRELOAD_DIR_ENV: str(self.marks)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=(self.marks / "server.log").open("w"),
+            stderr=self.log,
             pass_fds=(theirs.fileno(),),
             start_new_session=True,
             preexec_fn=lambda: procs.die_with_parent(parent),
@@ -231,8 +268,9 @@ class Server:
         self.cond = threading.Condition()
         self.ready = False
         self.gone = False
-        self.pids: dict[int, int] = {}  # token -> pid
-        self.exits: dict[int, int] = {}  # pid -> exit code
+        # Keyed by token, not pid: a pid may come back for a later task of a long `run all`.
+        self.pids: dict[int, int | str] = {}  # token -> pid, or why the fork failed
+        self.exits: dict[int, int] = {}  # token -> exit code
         self.threads_at_fork: list[int] = []
         self.tokens = 0
         threading.Thread(target=self._listen, daemon=True).start()
@@ -246,15 +284,17 @@ class Server:
             with self.cond:
                 if not msg:  # the server died: so did its tasks (PR_SET_PDEATHSIG)
                     self.gone = True
-                    for pid in self.pids.values():
-                        self.exits.setdefault(pid, -signal.SIGKILL)
+                    for token in self.pids:
+                        self.exits.setdefault(token, -signal.SIGKILL)
                     self.cond.notify_all()
                     return
                 reply = json.loads(msg)
                 if reply.get("ready"):
                     self.ready = True
                 elif "exit" in reply:
-                    self.exits[reply["pid"]] = reply["exit"]
+                    self.exits[reply["token"]] = reply["exit"]
+                elif "error" in reply:
+                    self.pids[reply["token"]] = reply["error"]
                 else:
                     self.pids[reply["token"]] = reply["pid"]
                     self.threads_at_fork.append(reply["threads"])
@@ -277,27 +317,32 @@ class Server:
                 + ", ".join(dict.fromkeys(k for k, _v in diff if k not in PER_TASK)))
 
     def start(self, argv: list[str], env: Mapping[str, str], cwd: Path) -> Forked:
-        read, write = os.pipe()
+        """Fork a task; OSError when the server cannot (labctl then starts it plainly)."""
         with self.cond:
             self.tokens += 1
             token = self.tokens
+        msg = json.dumps({"token": token, "argv": argv, "env": dict(env), "cwd": str(cwd),
+                          "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN})
+        read, write = os.pipe()
         try:
-            msg = json.dumps({"token": token, "argv": argv, "env": dict(env), "cwd": str(cwd)})
-            socket.send_fds(self.sock, [msg.encode()], [write])
-        finally:
-            os.close(write)
-        with self.cond:
-            self.cond.wait_for(lambda: token in self.pids or self.gone)
-            pid = self.pids.get(token)
-        if pid is None:
+            try:
+                socket.send_fds(self.sock, [msg.encode()], [write])
+            finally:
+                os.close(write)
+            with self.cond:
+                self.cond.wait_for(lambda: token in self.pids or self.gone)
+                pid = self.pids.get(token)
+            if not isinstance(pid, int):
+                raise OSError(f"the pre-imported interpreter could not fork: {pid or 'gone'}")
+            return Forked(self, token, pid, open(read, encoding="utf-8", errors="replace"))
+        except BaseException:
             os.close(read)
-            raise OSError("the preload server is gone")
-        return Forked(self, pid, open(read, encoding="utf-8", errors="replace"))
+            raise
 
-    def exit_code(self, pid: int, timeout: float | None = 0) -> int | None:
+    def exit_code(self, token: int, timeout: float | None = 0) -> int | None:
         with self.cond:
-            self.cond.wait_for(lambda: pid in self.exits, timeout)
-            return self.exits.get(pid)
+            self.cond.wait_for(lambda: token in self.exits, timeout)
+            return self.exits.get(token)
 
     def close(self) -> None:
         # shutdown, not just close: it ends the listener's blocked recv, whose reference would
@@ -307,22 +352,23 @@ class Server:
         self.sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        self.log.close()
         shutil.rmtree(self.marks, ignore_errors=True)
 
 
 class Forked:
     """A forked task, with the parts of subprocess.Popen that labctl.local uses."""
 
-    def __init__(self, server: Server, pid: int, stdout: IO[str]) -> None:
-        self.server, self.pid, self.stdout = server, pid, stdout
+    def __init__(self, server: Server, token: int, pid: int, stdout: IO[str]) -> None:
+        self.server, self.token, self.pid, self.stdout = server, token, pid, stdout
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        self.returncode = self.server.exit_code(self.pid)
+        self.returncode = self.server.exit_code(self.token)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        self.returncode = self.server.exit_code(self.pid, timeout)
+        self.returncode = self.server.exit_code(self.token, timeout)
         if self.returncode is None:
             raise subprocess.TimeoutExpired(f"task {self.pid}", timeout or 0)
         return self.returncode

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,17 +15,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from _labctl import LABCTL, labctl_env, leftovers
 
 from labctl import preload, procs, taskenv
 
 PROBE = """
-    import json, os, sys
+    import json, os, signal, sys
     from pathlib import Path
-    facts = {"preloaded": "fractions" in sys.modules, "argv": sys.argv, "path0": sys.path[0],
+    facts = {"preloaded": "fractions" in sys.modules, "argv": sys.argv, "path": sys.path,
              "cwd": os.getcwd(), "env": dict(os.environ), "stdin": sys.stdin.read(),
-             "pgid": os.getpgid(0), "pid": os.getpid()}
+             "pgid": os.getpgid(0), "pid": os.getpid(),
+             "sigint": str(signal.getsignal(signal.SIGINT))}
     from labctl import procs
     facts["mark"] = str(procs.run_processes().get(os.getpid()))
     import probe_mod
@@ -38,7 +41,7 @@ PROBE = """
 
 def probe_labs(tmp_path: Path, preloaded: list[str]) -> Path:
     labs = tmp_path / "labs"
-    (labs / "01-probe").mkdir(parents=True)
+    (labs / "01-probe").mkdir(parents=True, exist_ok=True)
     (labs / "probe_mod.py").write_text("import os\nLOADED_BY = os.getpid()\n")
     (labs / "01-probe" / "probe.py").write_text(textwrap.dedent(PROBE))
     (labs / "01-probe" / "lab.toml").write_text(textwrap.dedent(f"""\
@@ -52,12 +55,12 @@ def probe_labs(tmp_path: Path, preloaded: list[str]) -> Path:
 
 
 def run_probe(tmp_path: Path, *args: str, preloaded: list[str] | None = None,
-              **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+              cwd: Path | None = None, **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
     state = tmp_path / "state"
     labs = probe_labs(tmp_path, ["numpy", "fractions", "probe_mod"] if preloaded is None
                       else preloaded)
     proc = subprocess.run([*LABCTL, "run", "01", *args], capture_output=True, text=True,
-                          env=labctl_env(state, labs, **env), timeout=120, check=False)
+                          env=labctl_env(state, labs, **env), timeout=120, check=False, cwd=cwd)
     assert leftovers(state) == []
     run = state / "runs" / "01-probe" / "latest"
     found = run / "output" / "probe.json"
@@ -71,7 +74,7 @@ def test_a_forked_task_is_the_program_as_python_would_run_it(tmp_path: Path) -> 
     program = tmp_path / "labs" / "01-probe" / "probe.py"
     assert facts["preloaded"], "the task was not forked from the server"
     assert facts["argv"] == [str(program), "--output-dir", str(run / "output")]
-    assert facts["path0"] == str(program.parent) and facts["cwd"] == str(run)
+    assert facts["path"][0] == str(program.parent) and facts["cwd"] == str(run)
     assert facts["stdin"] == "" and facts["pgid"] == facts["pid"]  # its own session
     # its environment is the task's, not the server's, and the kernel-side mark finds it
     assert facts["env"]["LABCTL_RUN"] == str(run) and procs.PRELOAD_DIR_ENV not in facts["env"]
@@ -81,6 +84,33 @@ def test_a_forked_task_is_the_program_as_python_would_run_it(tmp_path: Path) -> 
     assert facts["probe_mod_fresh"]
     assert "probe done" in (run / "logs" / "main.log").read_text()
     assert not list((tmp_path / "state" / "preload").iterdir()), "the server's directory stayed"
+
+
+def test_forked_and_plain_tasks_see_the_same_path_and_environment(tmp_path: Path) -> None:
+    # What a user's shell may hold: an empty PYTHONPATH entry (the cwd, for CPython), a relative
+    # one, a TF_CONFIG of their own; and an import that sets an environment variable itself.
+    extra, elsewhere = tmp_path / "extra", tmp_path / "elsewhere"
+    extra.mkdir()
+    elsewhere.mkdir()
+    (extra / "envsetter.py").write_text("import os\nos.environ['PROBE_SET'] = 'by-import'\n")
+    env = {"PYTHONPATH": f":{extra}:extra", "TF_CONFIG": "{}"}
+    seen = {}
+    for mode in ("1", "0"):
+        shutil.rmtree(tmp_path / "state", ignore_errors=True)
+        proc, seen[mode] = run_probe(tmp_path, preloaded=["fractions", "envsetter"],
+                                     cwd=elsewhere, LABCTL_PRELOAD=mode, **env)
+        assert proc.returncode == 0 and "plain processes" not in proc.stderr, proc.stderr
+    forked, plain = seen["1"], seen["0"]
+    assert forked["preloaded"] and not plain["preloaded"]
+    for facts in (forked, plain):  # each run has a directory of its own, the task's cwd
+        facts["path"] = [p.replace(facts["cwd"], "RUN") for p in facts["path"]]
+    assert forked["path"] == plain["path"] and str(elsewhere) not in forked["path"]
+    # labs/ first (labctl's), then the user's entries as CPython makes them: absolute, "" = cwd
+    assert forked["path"][1:5] == [str(tmp_path / "labs"), "RUN", str(extra), "RUN/extra"]
+    assert forked["env"].pop("PROBE_SET") == "by-import"
+    for facts in (forked, plain):
+        del facts["env"]["LABCTL_RUN"], facts["env"]["LABCTL_PRELOAD"]  # what differs by design
+    assert forked["env"] == plain["env"] and forked["sigint"] == plain["sigint"]
 
 
 @pytest.mark.parametrize("how", [("--no-preload",), ("LABCTL_PRELOAD=0",)])
@@ -158,6 +188,15 @@ def test_hundreds_of_forks_under_load_neither_hang_nor_lose_an_exit(
         task = server.start([sys.executable, str(sleeper)], env, tmp_path)
         os.killpg(task.pid, signal.SIGKILL)
         assert task.wait(timeout=10) == -signal.SIGKILL
+        # a fork the server cannot make (here: no file descriptor left) is refused, not fatal
+        served = psutil.Process(server.proc.pid)
+        soft, hard = served.rlimit(psutil.RLIMIT_NOFILE)
+        served.rlimit(psutil.RLIMIT_NOFILE, (served.num_fds() + 1, hard))  # the request's pipe
+        with pytest.raises(OSError, match=r"could not fork: .*Too many open files"):
+            server.start([sys.executable, str(sleeper)], env, tmp_path)
+        served.rlimit(psutil.RLIMIT_NOFILE, (soft, hard))
+        task = server.start([sys.executable, str(program), "3"], env, tmp_path)
+        assert task.wait(timeout=30) == 3
     finally:
         for proc in load:
             proc.kill()
