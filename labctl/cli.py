@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from labctl import classroom_cli, display, doctor, labs, plan, platforms, rundir
+from labctl import classroom_cli, display, doctor, labs, plan, platforms, preload, rundir
 from labctl import targets as registry
 from labctl.checks import EXIT_SKIP, VERDICT_EXIT, run_check
 from labctl.errors import UsageError
@@ -382,6 +382,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     left = rundir.reap_leftovers()
     if left:
         print(f"labctl: killed {len(left)} process(es) left by aborted runs")
+    preload.remove_stale()
     shutil.rmtree(target, ignore_errors=True)
     print(f"labctl: removed {len(runs)} run(s) from {shown(target)}")
     swept = targets.sweep(args.kubeconfig) if args.all else None

@@ -374,13 +374,19 @@ class Forked:
         return self.returncode
 
 
-def _marks_dir() -> Path:
-    """A new state/preload/PID-N for this labctl; those of labctl processes now gone are
-    removed on the way."""
-    root = state_dir() / "preload"
-    for old in root.glob("*-*"):
-        if not pid_alive(int(old.name.partition("-")[0])):
+def remove_stale() -> None:
+    """Remove the directories of servers whose labctl is gone (a SIGKILLed labctl runs no
+    atexit); `labctl clean` and every new server call it."""
+    for old in (state_dir() / "preload").glob("*-*"):
+        pid = old.name.partition("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _marks_dir() -> Path:
+    """A new state/preload/PID-N for this labctl."""
+    remove_stale()
+    root = state_dir() / "preload"
     root.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
 

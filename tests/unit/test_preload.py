@@ -202,3 +202,15 @@ def test_hundreds_of_forks_under_load_neither_hang_nor_lose_an_exit(
             proc.kill()
         server.close()
     assert server.proc.returncode == 0 and not server.marks.exists()
+
+
+def test_clean_removes_what_a_killed_labctls_server_left(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    stale, mine = state / "preload" / "99999999-x", state / "preload" / f"{os.getpid()}-y"
+    for path in (stale, mine):
+        path.mkdir(parents=True)
+        (path / "12345").write_text("/a/run")
+    proc = subprocess.run([*LABCTL, "clean"], capture_output=True, text=True, timeout=60,
+                          env=labctl_env(state), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists() and mine.exists()  # a live labctl's server keeps its marks
