@@ -8,7 +8,7 @@ LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
 
-.PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench verify rehearse molecule vagrant-docker clean
+.PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench bundle verify rehearse molecule vagrant-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ lint: venv-dev ## ruff, yamllint, ansible-lint
 
 bench: venv ## benchmark labs 04-07, forked and plain (wall, start-up, steps/s vs baseline, time to 0.95)
 	$(BIN)/python -m labctl.bench
+
+bundle: venv-dev ## on a connected machine: fetch the venue bundle into BUNDLE (default .labctl/bundle), with manifest.json
+	$(BIN)/python -m labctl.bundle fetch --out $(or $(BUNDLE),.labctl/bundle)
 
 verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)
 	$(if $(filter environment%,$(origin STAGES)),$(error STAGES is set in the environment, which would narrow a full verify silently: unset it, or pass it on the command line (make verify STAGES=...)))

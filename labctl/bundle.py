@@ -1,0 +1,248 @@
+"""`python -m labctl.bundle` (`make bundle`): what a venue without internet needs, and fetching it.
+
+`plan` lists every file, image and box the kit downloads, rendered from the roles' own
+variables (roles/*/defaults and vars, versions.yml) with Ansible's templating for each
+architecture the kit supports, so the list follows every version bump;
+tests/unit/test_bundle.py scans the roles, the lab manifests and versions.yml for any URL or
+image the plan misses. `fetch --out DIR` downloads what can be fetched into DIR and writes
+DIR/manifest.json (kind, source, architecture, file, size, sha256 of each item):
+
+- release, manifest, key: files the roles download or apply (HTTP GET);
+- image: OCI images the cluster and the labs run (`docker pull` unless present, `docker save`);
+- box, apt: listed with how to get them (a Vagrant box and apt packages need their own tools
+  and a connected machine of that kind); not fetched.
+
+Pointing the roles and `make labs` at a bundle (pip --no-index, containerd image import, an apt
+proxy, release archives from a local directory) is not part of this module yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labctl.errors import UsageError
+from labctl.labs import REPO
+
+ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
+# The variables that name what the roles download, by kind. A variable holding a URL or an
+# image that is not here (nor in test_bundle's list of non-downloads) fails the coverage test.
+PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts")}
+ANY_ARCH = {
+    "manifest": ("cni_flannel_manifest_url", "cni_calico_crds_url", "cni_calico_operator_url",
+                 "metrics_server_manifest_url"),
+    "key": ("_kubernetes_apt_key_url", "nvidia_gpu_toolkit_key_url"),
+    "apt": ("_kubernetes_apt_repo_url", "nvidia_gpu_toolkit_repo"),
+    "image": ("_containerd_sandbox_image", "nfs_provisioner_image",
+              "nfs_provisioner_smoke_image", "nvidia_gpu_device_plugin_image",
+              "nvidia_gpu_smoke_image", "lab_images_all", "lab_images_gpu"),
+}
+KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+FETCHED = ("release", "manifest", "key", "image")
+IMAGE_LINE = re.compile(r"^\s*(?:-\s*)?image:\s*[\"']?([^\s\"'#]+)", re.MULTILINE)
+HOW = {
+    "box": "vagrant box add --provider P --box-version V NAME on a connected machine, then "
+           "copy ~/.vagrant.d/boxes (or `vagrant box repackage`)",
+    "apt": "an apt proxy (apt-cacher-ng) on the instructor's machine, warmed by one "
+           "provisioning, serves the room",
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    source: str  # a URL, an image reference, or a box (name@version provider)
+    arch: str = "any"
+
+    @property
+    def file(self) -> str:
+        """Where it lives in the bundle."""
+        if self.kind == "image":
+            name = self.source.replace("/", "_").replace(":", "_")
+            return f"images/{name}.tar"
+        if self.kind in FETCHED:
+            host_path = self.source.split("://", 1)[1]
+            return f"{self.kind}s/{host_path}"
+        return ""
+
+
+def role_variables(arch: str) -> dict[str, Any]:
+    """versions.yml and every role's defaults and vars, as one play would see them on a node
+    of `arch`."""
+    found: dict[str, Any] = dict(yaml.safe_load((REPO / "versions.yml").read_text()))
+    for path in sorted((REPO / "roles").glob("*/defaults/main.yml")) + sorted(
+            (REPO / "roles").glob("*/vars/main.yml")):
+        found.update(yaml.safe_load(path.read_text()) or {})
+    return found | {"ansible_facts": {"architecture": ARCHES[arch]}, "kube_cni": "flannel",
+                    "inventory_hostname": "node", "groups": {}}
+
+
+def render(variables: dict[str, Any], name: str) -> Any:
+    """`{{ name }}` rendered by Ansible's templating (ansible-core, from requirements-dev)."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    def trusted(value: Any) -> Any:  # ansible-core 2.19 templates trusted strings only
+        if isinstance(value, str):
+            return trust_as_template(value)
+        if isinstance(value, list):
+            return [trusted(v) for v in value]
+        if isinstance(value, dict):
+            return {k: trusted(v) for k, v in value.items()}
+        return value
+
+    templar = Templar(loader=DataLoader(), variables=trusted(variables))
+    return templar.template(trust_as_template("{{ " + name + " }}"))
+
+
+def _sources(kind: str, value: Any) -> list[str]:
+    if isinstance(value, dict):  # _containerd_release_artifacts: {url, checksum_url}
+        return [v for v in value.values() if isinstance(v, str)]
+    if isinstance(value, list):
+        return [s for v in value for s in _sources(kind, v)]
+    text = " ".join(str(value).split())
+    if kind == "apt" and "deb " in text:  # a sources.list line: its URL
+        text = next(w for w in text.split() if "://" in w)
+    return [text]
+
+
+def plan() -> list[Item]:
+    arches: dict[tuple[str, str], list[str]] = {}  # the same file may serve both (a checksum list)
+    for arch in ARCHES:
+        variables = role_variables(arch)
+        for kind, names in PER_ARCH.items():
+            for name in names:
+                for source in _sources(kind, render(variables, name)):
+                    arches.setdefault((kind, source), []).append(arch)
+    items = {Item(kind, source, found[0] if len(found) == 1 else "any"): None
+             for (kind, source), found in arches.items()}
+    variables = role_variables("amd64")
+    for kind, names in ANY_ARCH.items():
+        for name in names:
+            for source in _sources(kind, render(variables, name)):
+                items[Item(kind, source)] = None
+    # kubeadm pulls the control plane's images itself: its default imageRepository and the
+    # ClusterConfiguration's kubernetesVersion (roles/control_plane/templates/kubeadm-config).
+    # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
+    for component in KUBEADM_IMAGES:
+        items[Item("image", f"registry.k8s.io/{component}:v{variables['kube_version']}")] = None
+    for provider, box in variables["vagrant_boxes"].items():
+        if box.get("version"):  # docker's box is built locally by `make images`
+            items[Item("box", f"{box['box']}@{box['version']} {provider}")] = None
+    return list(items)
+
+
+def _download(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=60) as reply, \
+            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
+        shutil.copyfileobj(reply, part)
+    Path(part.name).replace(dest)  # never a half file under the final name
+
+
+def _save_image(image: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    present = subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                             check=False).returncode == 0
+    if not present:
+        subprocess.run(["docker", "pull", image], check=True, capture_output=True)
+    part = dest.with_suffix(".part")
+    subprocess.run(["docker", "save", "-o", str(part), image], check=True, capture_output=True)
+    part.replace(dest)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_images(path: Path) -> list[str]:
+    """The images an upstream manifest runs (its `image:` fields), which a node then pulls."""
+    return list(dict.fromkeys(IMAGE_LINE.findall(path.read_text(errors="replace"))))
+
+
+def fetch(items: list[Item], out: Path) -> dict[str, Any]:
+    """Fetch every fetchable item into `out` (kept when already there), then write and return
+    the manifest. The images of each fetched manifest join the list. An item that fails is
+    recorded with its error; the others go on."""
+    items = list(items)
+    entries = []
+    for n, item in enumerate(items, 1):
+        entry: dict[str, Any] = asdict(item)
+        if item.kind not in FETCHED:
+            entries.append(entry | {"fetched": False, "how": HOW[item.kind]})
+            continue
+        dest = out / item.file
+        print(f"bundle: [{n}/{len(items)}] {item.kind} {item.source}", flush=True)
+        try:
+            if not dest.is_file():
+                if item.kind == "image":
+                    _save_image(item.source, dest)
+                else:
+                    _download(item.source, dest)
+        except (OSError, subprocess.CalledProcessError) as err:
+            entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
+            continue
+        entries.append(entry | {"fetched": True, "file": item.file,
+                                "size": dest.stat().st_size, "sha256": _sha256(dest)})
+        if item.kind == "manifest":
+            items += [i for i in (Item("image", ref) for ref in manifest_images(dest))
+                      if i not in items]
+    manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "items": entries,
+                "size": sum(e.get("size", 0) for e in entries)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labctl.bundle", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("plan", help="list what a venue bundle holds (kind, architecture, source)")
+    p = sub.add_parser("fetch", help="fetch it into a directory, with manifest.json")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--kind", action="append", choices=FETCHED,
+                   help="only these kinds (repeatable; default all)")
+    args = parser.parse_args(argv)
+    try:
+        items = plan()
+    except ImportError:
+        raise SystemExit("bundle: needs Ansible to read the roles: run `make venv-dev` and use "
+                         ".venv/bin/python") from None
+    if args.command == "plan":
+        for item in items:
+            print(f"{item.kind:9} {item.arch:6} {item.source}")
+        return 0
+    if args.kind:
+        items = [i for i in items if i.kind in args.kind]
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = fetch(items, args.out)
+    failed = [e for e in manifest["items"] if e.get("error")]
+    print(f"bundle: {len(manifest['items']) - len(failed)} of {len(items)} item(s), "
+          f"{manifest['size'] / 2**20:.0f} MiB in {args.out}; manifest.json lists them")
+    for entry in failed:
+        print(f"bundle: failed: {entry['source']}: {entry['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UsageError as err:
+        sys.exit(f"bundle: {err}")
