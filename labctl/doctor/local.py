@@ -51,6 +51,8 @@ DISK_WARN_MIB = 1024
 # that window: a warning with the way round it (--stall-timeout). Only an import slower than
 # the whole window, which no lab survives with its defaults, blocks the day. Import times
 # swing with the disk cache and the machine's load: a slow first import is measured again.
+# Tasks import at once as plain processes (macOS, --no-preload); on Linux they are forked from
+# one import (labctl.preload), so there the same thresholds err on the safe side.
 STALL_WINDOW_S = 60.0
 IMPORT_CONCURRENCY = 4.0
 TF_IMPORT_STALL_S = STALL_WINDOW_S / IMPORT_CONCURRENCY
