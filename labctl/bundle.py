@@ -28,13 +28,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from labctl.errors import UsageError
 from labctl.labs import REPO
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
@@ -90,8 +90,9 @@ def role_variables(arch: str) -> dict[str, Any]:
                     "inventory_hostname": "node", "groups": {}}
 
 
-def render(variables: dict[str, Any], name: str) -> Any:
-    """`{{ name }}` rendered by Ansible's templating (ansible-core, from requirements-dev)."""
+def renderer(arch: str) -> Callable[[str], Any]:
+    """name -> `{{ name }}` rendered by Ansible's templating (ansible-core, from
+    requirements-dev) over role_variables(arch), read and trusted once."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar, trust_as_template
 
@@ -104,8 +105,8 @@ def render(variables: dict[str, Any], name: str) -> Any:
             return {k: trusted(v) for k, v in value.items()}
         return value
 
-    templar = Templar(loader=DataLoader(), variables=trusted(variables))
-    return templar.template(trust_as_template("{{ " + name + " }}"))
+    templar = Templar(loader=DataLoader(), variables=trusted(role_variables(arch)))
+    return lambda name: templar.template(trust_as_template("{{ " + name + " }}"))
 
 
 def _sources(kind: str, value: Any) -> list[str]:
@@ -121,25 +122,25 @@ def _sources(kind: str, value: Any) -> list[str]:
 
 def plan() -> list[Item]:
     arches: dict[tuple[str, str], list[str]] = {}  # the same file may serve both (a checksum list)
-    for arch in ARCHES:
-        variables = role_variables(arch)
+    renders = {arch: renderer(arch) for arch in ARCHES}
+    for arch, render in renders.items():
         for kind, names in PER_ARCH.items():
             for name in names:
-                for source in _sources(kind, render(variables, name)):
+                for source in _sources(kind, render(name)):
                     arches.setdefault((kind, source), []).append(arch)
     items = {Item(kind, source, found[0] if len(found) == 1 else "any"): None
              for (kind, source), found in arches.items()}
-    variables = role_variables("amd64")
+    render = renders["amd64"]
     for kind, names in ANY_ARCH.items():
         for name in names:
-            for source in _sources(kind, render(variables, name)):
+            for source in _sources(kind, render(name)):
                 items[Item(kind, source)] = None
     # kubeadm pulls the control plane's images itself: its default imageRepository and the
     # ClusterConfiguration's kubernetesVersion (roles/control_plane/templates/kubeadm-config).
     # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
     for component in KUBEADM_IMAGES:
-        items[Item("image", f"registry.k8s.io/{component}:v{variables['kube_version']}")] = None
-    for provider, box in variables["vagrant_boxes"].items():
+        items[Item("image", f"registry.k8s.io/{component}:v{render('kube_version')}")] = None
+    for provider, box in render("vagrant_boxes").items():
         if box.get("version"):  # docker's box is built locally by `make images`
             items[Item("box", f"{box['box']}@{box['version']} {provider}")] = None
     return list(items)
@@ -242,7 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UsageError as err:
-        sys.exit(f"bundle: {err}")
+    sys.exit(main())

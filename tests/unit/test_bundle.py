@@ -74,14 +74,14 @@ def test_the_plan_has_each_kind_for_each_architecture() -> None:
 
 @pytest.mark.parametrize("arch", list(bundle.ARCHES))
 def test_every_url_and_image_the_roles_name_is_in_the_plan(arch: str) -> None:
-    variables = bundle.role_variables(arch)
+    render = bundle.renderer(arch)
     named = dict(named_downloads())
     assert {"etcd_release_url", "nfs_provisioner_image", "lab_images_all"} <= set(named)
     missing_from_plan = []
     for name in named:
         if name in NOT_DOWNLOADS:
             continue
-        rendered = bundle.render(variables, name)
+        rendered = render(name)
         values = rendered if isinstance(rendered, list) else [rendered]
         found = [u.removesuffix("/") for v in values for u in URL.findall(json.dumps(v))]
         found += [v for v in values if isinstance(v, str) and IMAGE.match(v)]
