@@ -11,7 +11,8 @@ pods, where lab programs always run as plain `python train.py`.
 Why the fork is safe:
 - The server has one thread when it forks: importing TensorFlow starts none, and numpy's OpenBLAS
   stops its worker pool around fork(), by a pthread_atfork handler of its own (OpenBLAS
-  driver/others/memory.c, openblas_fork_handler). The tests check that a task starts with one.
+  driver/others/memory.c, openblas_fork_handler). The server reports its thread count at every
+  fork; tests/unit/test_preload.py checks that it is 1.
 - No TensorFlow runtime exists yet: the server never runs an op, so no eager context, thread pool
   or gRPC channel is copied into a task.
 - A task sees what a fresh interpreter would: its own environment, argv, sys.path, working
@@ -162,7 +163,6 @@ def serve(sock: socket.socket) -> Request | None:
 
 
 def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    marks = os.environ.get(PRELOAD_DIR_ENV, "")
     while children:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -173,8 +173,10 @@ def _reap(sock: socket.socket, children: dict[int, int]) -> None:
         token = children.pop(pid, None)
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)  # like a container: nothing a task started outlives it
-        with contextlib.suppress(OSError):
-            (Path(marks) / str(pid)).unlink()
+        mark = procs.mark_file(os.environ.get(PRELOAD_DIR_ENV), pid)
+        if mark:
+            with contextlib.suppress(OSError):
+                mark.unlink()
         code = os.waitstatus_to_exitcode(status)
         sock.send(json.dumps({"token": token, "exit": code}).encode())
 
@@ -183,9 +185,9 @@ def _become_task(server: int, req: dict[str, Any]) -> None:
     """In the fresh child: leave the server's session, signals and marks behind."""
     os.setsid()
     procs.die_with_parent(server)
-    marks = os.environ.get(PRELOAD_DIR_ENV)
-    if marks and RUN_ENV in req["env"]:
-        (Path(marks) / str(os.getpid())).write_text(req["env"][RUN_ENV])
+    mark = procs.mark_file(os.environ.get(PRELOAD_DIR_ENV), os.getpid())
+    if mark and RUN_ENV in req["env"]:
+        mark.write_text(req["env"][RUN_ENV])
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN if req["sigint_ignored"]
                   else signal.default_int_handler)

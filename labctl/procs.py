@@ -41,12 +41,17 @@ def run_processes() -> dict[int, Path]:
     return found
 
 
+def mark_file(marks: str | None, pid: int) -> Path | None:
+    """Where a task forked by labctl.preload records its run: its server's PRELOAD_DIR_ENV/PID
+    (written by the task, removed by the server when it reaps it)."""
+    return Path(marks) / str(pid) if marks else None
+
+
 def _mark(marks: str | None, pid: int) -> str | None:
     """The run a forked task wrote to its server's directory (none for the server itself)."""
-    if not marks:
-        return None
+    path = mark_file(marks, pid)
     try:
-        return (Path(marks) / str(pid)).read_text() or None
+        return (path.read_text() or None) if path else None
     except OSError:
         return None
 
