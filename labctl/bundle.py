@@ -135,8 +135,9 @@ def plan() -> list[Item]:
         for name in names:
             for source in _sources(kind, render(name)):
                 items[Item(kind, source)] = None
-    # kubeadm pulls the control plane's images itself: its default imageRepository and the
-    # ClusterConfiguration's kubernetesVersion (roles/control_plane/templates/kubeadm-config).
+    # kubeadm pulls the control plane's images itself: REPO/COMPONENT:vVERSION with its default
+    # imageRepository and the ClusterConfiguration's kubernetesVersion (kubeadm's
+    # cmd/kubeadm/app/images/images.go, as `kubeadm config images list` prints them).
     # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
     for component in KUBEADM_IMAGES:
         items[Item("image", f"registry.k8s.io/{component}:v{render('kube_version')}")] = None
