@@ -382,9 +382,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     left = rundir.reap_leftovers()
     if left:
         print(f"labctl: killed {len(left)} process(es) left by aborted runs")
-    preload.remove_stale()
     shutil.rmtree(target, ignore_errors=True)
     print(f"labctl: removed {len(runs)} run(s) from {shown(target)}")
+    stopped = preload.stop_all() if group is None else []
+    if stopped:
+        print(f"labctl: stopped {len(stopped)} pre-imported interpreter(s) (the next run starts "
+              "one again)")
     swept = targets.sweep(args.kubeconfig) if args.all else None
     if swept is not None:
         print(f"labctl: removed {len(swept)} labctl object(s) left on the cluster"

@@ -1,280 +1,215 @@
-"""A pre-imported interpreter for local lab tasks: import TensorFlow once, fork every task from it.
+"""labctl's side of the pre-imported interpreter: find or start a fork server, fork tasks from it.
 
 `import tensorflow` costs about 5 s of CPU in every task process, and a lab starts 2-5 of them on
-a laptop's few cores. On Linux, labctl instead starts one server per invocation (`python -m
-labctl.preload FD MODULE...`) that imports what the lab's `preload` lists (TensorFlow), then
-forks a child per task, which runs the lab program as `python PROGRAM ARGS` would. `labctl run
-all` pays the import once for every lab. `--no-preload` or LABCTL_PRELOAD=0 (see
-`labctl.local.forking`) starts each task plainly again, as on macOS, and as in containers and
-pods, where lab programs always run as plain `python train.py`.
+a laptop's few cores. On Linux, labctl instead forks each lab task from a server process that has
+imported what the lab's `preload` lists (TensorFlow) once: labctl.forkserver, which describes
+the process and why the fork is safe. The server stays up for the user's next commands, like a
+build daemon (Gradle's), so that a lab run again after a one-line change starts at once: it
+exits once it has been idle for IDLE_S, and `labctl clean` (of every lab) stops it.
 
-Why the fork is safe:
-- The server has one thread when it forks: importing TensorFlow starts none, and numpy's OpenBLAS
-  stops its worker pool around fork(), by a pthread_atfork handler of its own (OpenBLAS
-  driver/others/memory.c, openblas_fork_handler). The server reports its thread count at every
-  fork; tests/unit/test_preload.py checks that it is 1.
-- No TensorFlow runtime exists yet: the server never runs an op, so no eager context, thread pool
-  or gRPC channel is copied into a task.
-- A task sees what a fresh interpreter would: its own environment, argv, sys.path, working
-  directory and stdio, default signal handlers, and `labkit` imported afresh. What TensorFlow
-  and Keras read while they are imported (TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS,
-  KERAS_HOME, ...) comes from the server's environment, which is every task's own but for the
-  per-task variables; a task whose environment differs in anything else starts plainly. What
-  the imports set in os.environ (TensorFlow sets TF2_BEHAVIOR) is set in each task too.
+Servers are the user's own: they live in $XDG_RUNTIME_DIR/labctl/preload, else in a private
+directory in /tmp, which must be closed to other users (whoever can connect runs code as the
+user; the server checks the peer's uid too). A server serves one key: the interpreter, the working
+directory, the preloaded modules and their files, labctl's own files and the environment but for
+labctl's variables (LABCTL_*, TF_CONFIG: no import reads them). A change to any of them starts a
+new server, and the old one for the same modules is told to stop, so a user has one per lab kind.
 
-Supervision is the chain plain tasks have: the server dies with labctl and each task with the
-server (PR_SET_PDEATHSIG both), and every task leads a session of its own. The kernel shows a
-forked task's environment as the server's (/proc/PID/environ is a copy taken at exec), so a task
-also writes its run to PRELOAD_DIR_ENV/PID, where `procs.run_processes` looks it up.
-
-Protocol (a SOCK_SEQPACKET socketpair, one JSON message each): labctl sends {"token", "argv",
-"env", "cwd", "sigint_ignored"} with the task's output pipe attached; the server answers
-{"ready": true} once, {"token", "pid", "threads"} for each fork (or {"token", "error"} when
-fork fails: labctl starts that task plainly) and {"token", "exit"} when a task ends (exit < 0:
-killed by that signal, as subprocess reports it).
+`--no-preload` or LABCTL_PRELOAD=0 (see `labctl.local.forking`) starts each task plainly again, as
+on macOS, and as in containers and pods, where lab programs always run as plain `python train.py`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
-import io
+import fcntl
+import hashlib
 import json
-import locale
 import os
-import runpy
-import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from labctl import procs
-from labctl.labs import state_dir
+import psutil
+
+from labctl import forkserver
+from labctl.forkserver import INFO, MAX_MESSAGE
 from labctl.procs import PRELOAD_DIR_ENV, RUN_ENV
-from labctl.rundir import pid_alive
 
 SWITCH_ENV = "LABCTL_PRELOAD"  # 0: plain process start
 PER_TASK = (RUN_ENV, "TF_CONFIG")  # read by the program at run time, never at import
+IDLE_S = 900.0  # a server idle this long exits: long enough to edit a program and run it again
 READY_TIMEOUT_S = 300.0  # a cold disk can take minutes to import TensorFlow the first time
-MAX_MESSAGE = 1 << 20
+CONNECT_TIMEOUT_S = 30.0  # a server listens within a second of taking its lock
+CONNECT_POLL_S = 0.02
 
 
-# --- the server (python -m labctl.preload FD) ---------------------------------------------------
+def _imported_under(name: str) -> bool:
+    """Whether an import may read the variable: all but labctl's own and the per-task ones."""
+    return not name.startswith("LABCTL_") and name not in PER_TASK
 
 
-@dataclass
-class Request:
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    sigint_ignored: bool  # as labctl's: a plain task inherits SIG_IGN through exec
-    out: int  # the task's stdout and stderr
+def runtime_dir(create: bool = True) -> Path:
+    """The user's private directory for servers; OSError when it is not private (or, unless
+    `create`, not there)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = Path(base, "labctl") if base else Path(tempfile.gettempdir(), f"labctl-{os.getuid()}")
+    if create:
+        with contextlib.suppress(FileExistsError):
+            root.mkdir(mode=0o700)
+    found = root.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise OSError(f"{root} is not a directory of yours closed to other users")
+    servers = root / "preload"
+    if create:
+        servers.mkdir(mode=0o700, exist_ok=True)
+    return servers
 
 
-@dataclass
-class Imported:
-    base_path: list[str]  # the sys.path entries a task builds its own on
-    env_set: dict[str, str]  # what the imports set in os.environ (TensorFlow sets TF2_BEHAVIOR)
+def _stamp(path: str | None) -> list[object]:
+    try:
+        found = os.stat(path) if path else None
+    except OSError:
+        found = None
+    return [path, found.st_mtime_ns if found else None, found.st_size if found else None]
 
 
-def _python_path(cwd: str, value: str) -> list[str]:
-    """PYTHONPATH's entries as CPython puts them on sys.path: absolute, an empty one the cwd."""
-    return [os.path.abspath(os.path.join(cwd, p)) for p in value.split(os.pathsep)] if value \
-        else []
-
-
-def _import_once(modules: list[str]) -> Imported:
-    """Import what the lab declares (lab.toml `preload`), in order, as its program would."""
-    before = dict(os.environ)
+def key(env: Mapping[str, str], modules: tuple[str, ...]) -> str:
+    """What a server's imports depend on (module docstring), as a short hash."""
+    cwd = os.getcwd()
+    search = [*forkserver.python_path(cwd, env.get("PYTHONPATH", "")), *sys.path[1:]]
+    found = []
     for name in modules:
-        importlib.import_module(name)
-    env_set = {k: v for k, v in os.environ.items() if before.get(k) != v}
-    # The labs' own modules (labkit: it sets TensorFlow's environment defaults, so it comes
-    # first) are forgotten again: each task imports them afresh, as a new interpreter would.
-    labs = Path(os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] or os.devnull).resolve()
-    for name, module in list(sys.modules.items()):
-        if Path(getattr(module, "__file__", None) or os.devnull).resolve().is_relative_to(labs):
-            del sys.modules[name]
-    own = set(_python_path(os.getcwd(), os.environ.get("PYTHONPATH", "")))
-    base = [p for p in sys.path[1:] if p not in own]  # [0] is `-m`'s working directory
-    return Imported(base, env_set)
+        spec = PathFinder.find_spec(name.partition(".")[0], search)
+        found.append(_stamp(spec.origin if spec else None))
+    own = [_stamp(str(p)) for p in sorted(Path(__file__).parent.glob("*.py"))]
+    imported = sorted((k, v) for k, v in env.items() if _imported_under(k))
+    blob = json.dumps([sys.executable, cwd, modules, imported, found, own])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def serve(sock: socket.socket) -> Request | None:
-    """Fork tasks on request until labctl goes; returns only in a task, with its request."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that the wakeup fd is written
-    signal.set_wakeup_fd(wake_w)
-    children: dict[int, int] = {}  # pid -> token
-    sock.send(json.dumps({"ready": True}).encode())
+def _servers(root: Path) -> tuple[list[tuple[int, str, tuple[str, ...]]], list[Path]]:
+    """(pid, key, modules) of each running server, and the directories of stopped ones."""
+    running, stopped = [], []
+    for info in root.glob(f"*/{INFO}"):
+        try:
+            data = json.loads(info.read_text())
+            alive = "labctl.forkserver" in psutil.Process(data["pid"]).cmdline()
+        except (OSError, ValueError, KeyError, psutil.Error):
+            alive = False
+        if alive:
+            running.append((data["pid"], data["key"], tuple(data["modules"])))
+        else:
+            stopped.append(info.parent)
+    return running, stopped
+
+
+def stop_all() -> list[int]:
+    """Tell every server of the user to stop (each lets its running sessions end first) and
+    remove what killed ones left; returns the pids told."""
+    try:
+        root = runtime_dir(create=False)
+    except OSError:  # none there, or not private: labctl never started a server in it
+        return []
+    running, stopped = _servers(root)
+    for old in stopped:
+        shutil.rmtree(old, ignore_errors=True)
+    return [pid for pid, _key, _modules in running if _stop(pid)]
+
+
+def _stop(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _spawn(key: Path, env: Mapping[str, str], modules: tuple[str, ...]) -> None:
+    """Start a server for `key` and wait until it listens (it imports after that)."""
+    for pid, other, mods in _servers(key.parent)[0]:
+        if other != key.name and mods == modules:  # one server per lab kind and user
+            _stop(pid)
+    own = Path(tempfile.mkdtemp(prefix=f"{key.name}.", dir=key.parent))
+    (own / "marks").mkdir()
+    with forkserver.key_file(key, "log").open("w") as log:
+        subprocess.run(
+            [sys.executable, "-m", "labctl.forkserver", str(key), str(IDLE_S), *modules],
+            env={**env, PRELOAD_DIR_ENV: str(own / "marks")},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True, check=False, timeout=CONNECT_TIMEOUT_S,
+        )
+
+
+def _connect(key: Path, env: Mapping[str, str], modules: tuple[str, ...]) -> socket.socket:
+    """A connection to the server for `key`, started when there is none."""
+    spawned = False
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
-        readable = select.select([sock, wake_r], [], [])[0]
-        if wake_r in readable:
-            os.read(wake_r, 4096)
-        _reap(sock, children)
-        if sock not in readable:
-            continue
-        msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 1)
-        if not msg:  # labctl is gone: so are its tasks
-            for pid in children:
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
-            return None
-        req = json.loads(msg)
-        parent = os.getpid()
-        led: tuple[int, ...] = ()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            if not fds:  # no room for it (EMFILE truncates the message's descriptors)
-                raise OSError("no output pipe came with the request")
-            led = os.pipe()  # the child's session exists before labctl may signal it
-            pid = os.fork()
-        except OSError as err:  # EAGAIN under a pids limit, EMFILE, ENOMEM: labctl goes plain
-            for fd in (*fds, *led):
-                os.close(fd)
-            sock.send(json.dumps({"token": req["token"], "error": str(err)}).encode())
-            continue
-        led_r, led_w = led
-        if pid == 0:
-            signal.set_wakeup_fd(-1)
-            for fd in (wake_r, wake_w, led_r):
-                os.close(fd)
+            sock.connect(str(forkserver.key_file(key, "sock")))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-            _become_task(parent, req)
-            os.close(led_w)
-            return Request(req["argv"], req["env"], req["cwd"], req["sigint_ignored"], fds[0])
-        os.close(led_w)
-        os.read(led_r, 1)  # EOF once the child leads its session (or died trying)
-        os.close(led_r)
-        os.close(fds[0])
-        children[pid] = req["token"]
-        # The server's threads through the fork (OpenBLAS's pool stopped for it): tested to be 1.
-        threads = len(os.listdir("/proc/self/task"))
-        sock.send(json.dumps({"token": req["token"], "pid": pid, "threads": threads}).encode())
+        if spawned and not _held(forkserver.key_file(key, "lock")):  # it failed to start
+            raise OSError(_last_line(forkserver.key_file(key, "log")) or "it exited")
+        if time.monotonic() > deadline:
+            raise OSError(f"no server listens on {forkserver.key_file(key, 'sock')}")
+        if not spawned:
+            _spawn(key, env, modules)
+            spawned = True
+        else:  # a server (ours, or another labctl's) has the lock and is about to listen
+            time.sleep(CONNECT_POLL_S)
 
 
-def _reap(sock: socket.socket, children: dict[int, int]) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        token = children.pop(pid, None)
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)  # like a container: nothing a task started outlives it
-        mark = procs.mark_file(os.environ.get(PRELOAD_DIR_ENV), pid)
-        if mark:
-            with contextlib.suppress(OSError):
-                mark.unlink()
-        code = os.waitstatus_to_exitcode(status)
-        sock.send(json.dumps({"token": token, "exit": code}).encode())
-
-
-def _become_task(server: int, req: dict[str, Any]) -> None:
-    """In the fresh child: leave the server's session, signals and marks behind."""
-    os.setsid()
-    procs.die_with_parent(server)
-    mark = procs.mark_file(os.environ.get(PRELOAD_DIR_ENV), os.getpid())
-    if mark and RUN_ENV in req["env"]:
-        mark.write_text(req["env"][RUN_ENV])
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN if req["sigint_ignored"]
-                  else signal.default_int_handler)
-
-
-def _run_task(req: Request, imported: Imported) -> None:
-    """Become `python PROGRAM ARGS` in `req.cwd` with `req.env`, then run the program."""
-    os.dup2(req.out, 1)
-    os.dup2(req.out, 2)
-    os.close(req.out)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.chdir(req.cwd)
-    os.environ.clear()
-    os.environ.update(imported.env_set | req.env)
-    script = req.argv[1]
-    extra = _python_path(req.cwd, req.env.get("PYTHONPATH", ""))
-    sys.path[:] = [str(Path(script).resolve().parent), *extra, *imported.base_path]
-    sys.argv = req.argv[1:]
-    # stdio as CPython sets it up: PYTHONUNBUFFERED (any non-empty value is `-u`) and
-    # PYTHONIOENCODING (`encoding[:errors]`) from the task's environment, else the locale's.
-    unbuffered = bool(req.env.get("PYTHONUNBUFFERED"))
-    encoding, _, errors = req.env.get("PYTHONIOENCODING", "").partition(":")
-    encoding = encoding or locale.getpreferredencoding(False)
-    sys.stdin = open(0, encoding=encoding, closefd=False)  # noqa: SIM115 (as long as the task)
-    sys.stdout = _text(1, unbuffered, False, encoding, errors or "strict")
-    sys.stderr = _text(2, unbuffered, True, encoding, "backslashreplace")
-    runpy.run_path(script, run_name="__main__")
-
-
-def _text(fd: int, unbuffered: bool, line_buffering: bool, encoding: str,
-          errors: str) -> IO[str]:
-    raw = io.FileIO(fd, "w", closefd=False)
-    if unbuffered:
-        return io.TextIOWrapper(raw, encoding=encoding, errors=errors, write_through=True)
-    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors=errors,
-                            line_buffering=line_buffering)
-
-
-def main(argv: list[str]) -> int:
-    if not argv or not argv[0].isdigit():
-        print("usage: python -m labctl.preload FD [MODULE...] (labctl starts it)",
-              file=sys.stderr)
-        return 2
-    sock = socket.socket(fileno=int(argv[0]))
-    imported = _import_once(argv[1:])
-    req = serve(sock)
-    if req is None:
-        return 0
-    _run_task(req, imported)  # whatever it raises ends the task as it would a plain one
-    return 0
-
-
-# --- labctl's side -------------------------------------------------------------------------------
+def _held(lock: Path) -> bool:
+    """Whether a server holds the lock (it does while it listens)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class Server:
-    """The running server, shared by every local run of this labctl process."""
+    """A session of the user's server, for every local run of this labctl process."""
 
     def __init__(self, env: Mapping[str, str], modules: tuple[str, ...]) -> None:
-        self.marks = _marks_dir()
-        # A user's own TF_CONFIG or LABCTL_RUN is no part of it: each task brings its own.
+        # What each task brings itself is no part of it.
         self.env = {k: v for k, v in env.items() if k not in PER_TASK}
-        self.log = (self.marks / "server.log").open("w")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.sock = ours
-        parent = os.getpid()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labctl.preload", str(theirs.fileno()), *modules],
-            env={**self.env, PRELOAD_DIR_ENV: str(self.marks)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            pass_fds=(theirs.fileno(),),
-            start_new_session=True,
-            preexec_fn=lambda: procs.die_with_parent(parent),
-        )
-        theirs.close()
         self.cond = threading.Condition()
         self.ready = False
         self.gone = False
+        self.pid = self.server_pid = 0  # the session's, the server's
         # Keyed by token, not pid: a pid may come back for a later task of a long `run all`.
         self.pids: dict[int, int | str] = {}  # token -> pid, or why the fork failed
         self.exits: dict[int, int] = {}  # token -> exit code
         self.threads_at_fork: list[int] = []
         self.tokens = 0
+        self.failure = ""
+        try:
+            self.key = runtime_dir() / key(self.env, modules)
+            self.sock = _connect(self.key, self.env, modules)
+        except (OSError, subprocess.SubprocessError) as err:
+            self.failure, self.gone = str(err), True
+            return
         threading.Thread(target=self._listen, daemon=True).start()
 
     def _listen(self) -> None:
@@ -284,7 +219,7 @@ class Server:
             except OSError:
                 msg = b""
             with self.cond:
-                if not msg:  # the server died: so did its tasks (PR_SET_PDEATHSIG)
+                if not msg:  # the session ended: so did its tasks (PR_SET_PDEATHSIG)
                     self.gone = True
                     for token in self.pids:
                         self.exits.setdefault(token, -signal.SIGKILL)
@@ -292,7 +227,7 @@ class Server:
                     return
                 reply = json.loads(msg)
                 if reply.get("ready"):
-                    self.ready = True
+                    self.ready, self.pid, self.server_pid = True, reply["pid"], reply["server"]
                 elif "exit" in reply:
                     self.exits[reply["token"]] = reply["exit"]
                 elif "error" in reply:
@@ -312,8 +247,8 @@ class Server:
 
     def why_not(self, env: Mapping[str, str]) -> str:
         if self.gone or not self.ready:
-            log = (self.marks / "server.log").read_text(errors="replace").strip().splitlines()
-            return "the pre-imported interpreter failed" + (f" ({log[-1]})" if log else "")
+            last = self.failure or _last_line(forkserver.key_file(self.key, "log"))
+            return "the pre-imported interpreter failed" + (f" ({last})" if last else "")
         diff = sorted(set(env.items()) ^ set(self.env.items()))
         return ("a task's environment differs from the pre-imported interpreter's in "
                 + ", ".join(dict.fromkeys(k for k, _v in diff if k not in PER_TASK)))
@@ -346,16 +281,26 @@ class Server:
             self.cond.wait_for(lambda: token in self.exits, timeout)
             return self.exits.get(token)
 
-    def close(self) -> None:
-        # shutdown, not just close: it ends the listener's blocked recv, whose reference would
-        # keep the socket open, and the server sees EOF, kills what is left and exits.
+    def close(self, timeout: float = 5.0) -> None:
+        """End the session: it kills what is left of its tasks, reaps them and closes, which
+        this waits for (so nothing of the run is alive when labctl exits)."""
+        if self.failure:
+            return
+        # shutdown, not just close: the listener's blocked recv holds a reference to the socket.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+        with self.cond:
+            self.cond.wait_for(lambda: self.gone, timeout)
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self.log.close()
-        shutil.rmtree(self.marks, ignore_errors=True)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        return (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
+    except OSError:
+        return ""
 
 
 class Forked:
@@ -376,35 +321,13 @@ class Forked:
         return self.returncode
 
 
-def remove_stale() -> None:
-    """Remove the directories of servers whose labctl is gone (a SIGKILLed labctl runs no
-    atexit); `labctl clean` and every new server call it."""
-    for old in (state_dir() / "preload").glob("*-*"):
-        pid = old.name.partition("-")[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _marks_dir() -> Path:
-    """A new state/preload/PID-N for this labctl."""
-    remove_stale()
-    root = state_dir() / "preload"
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
-
-
-_servers: dict[tuple[str, ...], Server] = {}
+_sessions: dict[tuple[str, ...], Server] = {}
 
 
 def server(env: Mapping[str, str], modules: tuple[str, ...]) -> Server:
-    """This process's server for `modules`, started on first use (from the main thread:
-    PR_SET_PDEATHSIG is tied to the thread that forks) and stopped when labctl exits."""
-    found = _servers.get(modules)
+    """This labctl's session for `modules`, opened on first use and closed when labctl exits."""
+    found = _sessions.get(modules)
     if found is None or found.gone:
-        found = _servers[modules] = Server(env, modules)
+        found = _sessions[modules] = Server(env, modules)
         atexit.register(found.close)
     return found
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

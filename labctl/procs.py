@@ -22,7 +22,7 @@ RUN_ENV = "LABCTL_RUN"
 PR_SET_PDEATHSIG = 1
 # Loaded before any fork: the child only calls it. Linux only (prctl).
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-# A task forked by labctl.preload shows its server's environment (the kernel's copy from exec):
+# A task forked by labctl.forkserver shows its server's environment (the kernel's copy from exec):
 # it writes its run to this directory of the server's instead, as a file named by its pid.
 PRELOAD_DIR_ENV = "LABCTL_PRELOAD_DIR"
 
@@ -42,7 +42,7 @@ def run_processes() -> dict[int, Path]:
 
 
 def mark_file(marks: str | None, pid: int) -> Path | None:
-    """Where a task forked by labctl.preload records its run: its server's PRELOAD_DIR_ENV/PID
+    """Where a task forked by labctl.forkserver records its run: its server's PRELOAD_DIR_ENV/PID
     (written by the task, removed by the server when it reaps it)."""
     return Path(marks) / str(pid) if marks else None
 

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _labctl import LABCTL, labctl_env, leftovers
+from _labctl import LABCTL, alive, labctl_env, leftovers
 
 from labctl import preload, procs, taskenv
 
@@ -54,9 +55,24 @@ def probe_labs(tmp_path: Path, preloaded: list[str]) -> Path:
     return labs
 
 
+def servers() -> list[tuple[int, str, tuple[str, ...]]]:
+    """The user's running servers: (pid, key, modules)."""
+    return preload._servers(preload.runtime_dir())[0]
+
+
+def gone(pid: int, within_s: float = 10) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def run_probe(tmp_path: Path, *args: str, preloaded: list[str] | None = None,
-              cwd: Path | None = None, **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    state = tmp_path / "state"
+              cwd: Path | None = None, state: Path | None = None,
+              **env: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    state = state or tmp_path / "state"
     labs = probe_labs(tmp_path, ["numpy", "fractions", "probe_mod"] if preloaded is None
                       else preloaded)
     proc = subprocess.run([*LABCTL, "run", "01", *args], capture_output=True, text=True,
@@ -83,7 +99,9 @@ def test_a_forked_task_is_the_program_as_python_would_run_it(tmp_path: Path) -> 
     # a module of the labs directory is imported afresh by each task, not inherited
     assert facts["probe_mod_fresh"]
     assert "probe done" in (run / "logs" / "main.log").read_text()
-    assert not list((tmp_path / "state" / "preload").iterdir()), "the server's directory stayed"
+    # the server stays for the next command, outside the state directory
+    assert ("numpy", "fractions", "probe_mod") in [mods for _pid, _key, mods in servers()]
+    assert not (tmp_path / "state" / "preload").exists()
 
 
 def test_forked_and_plain_tasks_see_the_same_path_and_environment(tmp_path: Path) -> None:
@@ -189,7 +207,7 @@ def test_hundreds_of_forks_under_load_neither_hang_nor_lose_an_exit(
         os.killpg(task.pid, signal.SIGKILL)
         assert task.wait(timeout=10) == -signal.SIGKILL
         # a fork the server cannot make (here: no file descriptor left) is refused, not fatal
-        served = psutil.Process(server.proc.pid)
+        served = psutil.Process(server.pid)  # the session, which forks the tasks
         soft, hard = served.rlimit(psutil.RLIMIT_NOFILE)
         served.rlimit(psutil.RLIMIT_NOFILE, (served.num_fds() + 1, hard))  # the request's pipe
         with pytest.raises(OSError, match=r"could not fork: .*Too many open files"):
@@ -201,16 +219,105 @@ def test_hundreds_of_forks_under_load_neither_hang_nor_lose_an_exit(
         for proc in load:
             proc.kill()
         server.close()
-    assert server.proc.returncode == 0 and not server.marks.exists()
+    assert gone(server.pid), "the session outlived its labctl"
+    assert not list(server.key.parent.glob("*/marks/*")), "a task's mark stayed"
 
 
-def test_clean_removes_what_a_killed_labctls_server_left(tmp_path: Path) -> None:
+def test_the_next_command_forks_from_the_same_server(tmp_path: Path) -> None:
+    # A module outside labs/ counts its imports: labs/ modules are imported afresh per task.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    counted = tmp_path / "imports"
+    (extra / "counted.py").write_text(f"open({str(counted)!r}, 'a').write('x')\n")
+    env = {"PYTHONPATH": str(extra)}
+    mods = ("fractions", "counted")
+    firsts = []
+    for state in ("one", "two"):  # a state directory of its own: LABCTL_* is no part of the key
+        proc, facts = run_probe(tmp_path, preloaded=list(mods), state=tmp_path / state, **env)
+        assert proc.returncode == 0 and facts["preloaded"], proc.stderr
+        firsts.append([s for s in servers() if s[2] == mods])
+    assert firsts[0] == firsts[1] and len(firsts[0]) == 1
+    assert counted.read_text() == "x", "the second command imported again"
+    # Another environment is another server; the old one for the same modules is told to stop.
+    proc, facts = run_probe(tmp_path, preloaded=list(mods), state=tmp_path / "three",
+                            PROBE_OTHER="1", **env)
+    assert proc.returncode == 0 and facts["preloaded"], proc.stderr
+    assert counted.read_text() == "xx" and gone(firsts[0][0][0])
+    now = [s for s in servers() if s[2] == mods]
+    assert len(now) == 1 and now[0][0] != firsts[0][0][0]
+
+
+def test_what_keys_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mod.py").write_text("")
+    env = {"PYTHONPATH": str(tmp_path), "HOME": "/h"}
+    mods = ("mod", "json")
+    first = preload.key(env, mods)
+    assert preload.key({**env, "LABCTL_STATE_DIR": "/x", "TF_CONFIG": "{}"}, mods) == first
+    assert preload.key({**env, "HOME": "/other"}, mods) != first
+    assert preload.key(env, ("json",)) != first
+    os.utime(tmp_path / "mod.py", ns=(1, 1))  # the module changed (a pip upgrade, an edit)
+    assert preload.key(env, mods) != first
+
+
+def test_a_server_exits_once_idle_after_its_last_session(tmp_path: Path) -> None:
+    key = preload.runtime_dir() / "idletest"
+    own = key.parent / "idletest.own"
+    (own / "marks").mkdir(parents=True)
+    env = {**os.environ, procs.PRELOAD_DIR_ENV: str(own / "marks")}
+    started = subprocess.run([sys.executable, "-m", "labctl.forkserver", str(key), "0.5", "json"],
+                             env=env, timeout=60, check=False)
+    assert started.returncode == 0  # detached: it listens from here on
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.connect(str(key.parent / "idletest.sock"))
+    hello = json.loads(sock.recv(4096))
+    server = json.loads((own / "info.json").read_text())["pid"]
+    time.sleep(1.5)  # three times IDLE_S: a server with a session open is not idle
+    assert hello["ready"] and alive(server) and alive(hello["pid"])
+    assert (key.parent / "idletest.sock").exists()
+    sock.close()
+    assert gone(hello["pid"]) and gone(server) and not own.exists()
+    assert not (key.parent / "idletest.sock").exists()
+
+
+def test_clean_stops_the_servers_and_a_running_session_ends_first(tmp_path: Path) -> None:
+    proc, facts = run_probe(tmp_path, preloaded=["fractions"])
+    assert facts["preloaded"], proc.stderr
+    before = servers()
     state = tmp_path / "state"
-    stale, mine = state / "preload" / "99999999-x", state / "preload" / f"{os.getpid()}-y"
-    for path in (stale, mine):
-        path.mkdir(parents=True)
-        (path / "12345").write_text("/a/run")
-    proc = subprocess.run([*LABCTL, "clean"], capture_output=True, text=True, timeout=60,
-                          env=labctl_env(state), check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert not stale.exists() and mine.exists()  # a live labctl's server keeps its marks
+    one_lab = subprocess.run([*LABCTL, "clean", "01"], capture_output=True, text=True,
+                             timeout=60, env=labctl_env(state, tmp_path / "labs"), check=False)
+    assert one_lab.returncode == 0 and servers() == before
+    # A session that is running a task keeps it through the stop.
+    env = taskenv.local({})
+    session = preload.Server(env, ("fractions",))
+    sleeper = tmp_path / "sleep.py"
+    sleeper.write_text("import time\ntime.sleep(3)\n")
+    try:
+        assert session.usable(env)
+        server = psutil.Process(session.pid).ppid()
+        task = session.start([sys.executable, str(sleeper)], env, tmp_path)
+        done = subprocess.run([*LABCTL, "clean"], capture_output=True, text=True, timeout=60,
+                              env=labctl_env(state, tmp_path / "labs"), check=False)
+        assert done.returncode == 0, done.stderr
+        assert f"stopped {len(before)} pre-imported interpreter(s)" in done.stdout
+        # The stopped server let go of its key: the next command starts a new one at once.
+        second = preload.Server(env, ("fractions",))
+        try:
+            assert second.usable(env) and psutil.Process(second.pid).ppid() != server
+        finally:
+            second.close()
+        assert task.wait(timeout=30) == 0 and alive(server)
+    finally:
+        session.close()
+    assert gone(server)
+
+
+def test_a_runtime_directory_open_to_others_is_not_used(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    (runtime / "labctl").mkdir(parents=True, mode=0o755)
+    (runtime / "labctl").chmod(0o755)
+    proc, facts = run_probe(tmp_path, XDG_RUNTIME_DIR=str(runtime))
+    assert proc.returncode == 0 and facts["preloaded"] is False
+    assert f"{runtime / 'labctl'} is not a directory of yours closed to other users): tasks " \
+           "start as plain processes" in proc.stderr
