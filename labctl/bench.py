@@ -1,7 +1,9 @@
 """`python -m labctl.bench` (`make bench`): labs 04-07 with 1 and 2 workers, against a
 single-process baseline that trains the same model for the same steps. Each distributed run is
-made twice on Linux: with tasks forked from the pre-imported interpreter (labctl.preload, the
-default) and as plain processes (`--no-preload`), so that the start-up columns compare the two.
+made three times on Linux, so that the start-up columns compare them: with tasks forked from a
+pre-imported interpreter that this run starts (`cold`: the user's servers are stopped first,
+as on the first run of the day), forked from the one already up (the next run, the default),
+and as plain processes (`--no-preload`). See labctl.preload.
 
 Each lab runs through `labctl run LAB --workers N` in a state directory of its own (the
 attendee's runs stay untouched); the numbers come from the run's results.json (the success
@@ -23,7 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import labs, record
+import psutil
+
+from labctl import labs, memory, preload, record
 from labctl.errors import UsageError
 from labctl.local import forking
 from labctl.states import RunStatus
@@ -31,8 +35,8 @@ from labctl.states import RunStatus
 TARGET = 0.95
 DEFAULT_LABS = "04,05,06,07"
 COLUMNS = ("run", "status", "steps", "wall_s", "first_step_s", "task_start_s", "startup_s",
-           "steps_per_s", "vs_baseline", "to_0.95_s", "accuracy")
-START_MODES = ("forked", "plain")
+           "steps_per_s", "vs_baseline", "to_0.95_s", "accuracy", "task_mib", "run_mib")
+START_MODES = ("cold", "forked", "plain")
 
 
 @dataclass
@@ -40,24 +44,26 @@ class Row:
     lab: str
     workers: int  # 0: the single-process baseline
     status: str
-    start: str = "plain"  # forked (labctl.preload) or plain processes
+    start: str = "plain"  # one of START_MODES
     steps: int | None = None
     wall_s: float | None = None  # launcher start to end (the baseline: process start to end)
     first_step_s: float | None = None  # launcher start to the success task's first step
-    task_start_s: float | None = None  # launcher start to the success task's start (forked: the
-    # pre-imported interpreter's import; plain: a fork and exec)
+    task_start_s: float | None = None  # launcher start to the success task's start (cold: the
+    # pre-imported interpreter's import; forked: a fork; plain: a fork and exec)
     startup_s: float | None = None  # success task start to its first training step (plain:
     # Python and TensorFlow imports and the cluster connection; forked: the connection only)
     vs_baseline: float | None = None  # steps_per_s over the baseline's
     steps_per_sec: float | None = None  # global steps per second after the first step
     time_to_target_s: float | None = None  # launcher start to the first test accuracy >= 0.95
     test_accuracy: float | None = None
+    task_mib: float | None = None  # the largest task's peak memory (labctl.memory: PSS)
+    run_mib: float | None = None  # the run's peak, every process at once (forked: the server too)
 
     @property
     def name(self) -> str:
         if self.workers == 0:
             return f"{self.lab} baseline"
-        return f"{self.lab} {self.workers}w" + (" plain" if self.start == "plain" else "")
+        return f"{self.lab} {self.workers}w" + ("" if self.start == "forked" else f" {self.start}")
 
 
 def time_to(history: list[list[float]], target: float) -> float | None:
@@ -74,9 +80,20 @@ def from_results(row: Row, results: dict[str, Any]) -> Row:
     return row
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
     env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
     plain = ["--no-preload"] if start == "plain" else []
+    if start == "cold":
+        for pid in preload.stop_all():  # each stops at once: none has a session
+            while _alive(pid):
+                time.sleep(0.05)
     proc = subprocess.run([sys.executable, "-m", "labctl", "run", lab.name, "--workers",
                            str(workers), "--quiet", *plain], env=env, capture_output=True,
                           text=True, check=False)
@@ -84,6 +101,9 @@ def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
     rec = record.load(run / record.FILE)
     row = Row(lab.name[:2], workers, (rec and rec.status) or RunStatus.FAILED, start,
               wall_s=rec and rec.wall_time_s)
+    peaks = (rec and rec.memory) or {}
+    tasks = [mib for name, mib in peaks.get("tasks", {}).items() if name != memory.INTERPRETER]
+    row.task_mib, row.run_mib = max(tasks, default=None), peaks.get("peak_mib")
     if proc.returncode != 0:
         print(f"bench: {row.name} failed: {(proc.stderr.strip().splitlines() or ['?'])[0]}",
               file=sys.stderr)
@@ -103,11 +123,14 @@ def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
 def run_baseline(lab: labs.Lab, out: Path) -> Row:
     env = {**os.environ, "PYTHONPATH": str(labs.labs_dir())}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "labkit.baseline", "--output-dir", str(out),
-                           "--steps", str(lab.args["steps"])], env=env, capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.baseline", "--output-dir", str(out),
+                             "--steps", str(lab.args["steps"])], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sampler = memory.Sampler(lambda: {"baseline": [proc.pid]})
+    proc.wait()
+    peak = sampler.stop()["peak_mib"]
     row = Row(lab.name[:2], 0, RunStatus.SUCCEEDED if proc.returncode == 0 else RunStatus.FAILED,
-              wall_s=round(time.monotonic() - started, 2))
+              wall_s=round(time.monotonic() - started, 2), task_mib=peak, run_mib=peak)
     return from_results(row, json.loads((out / "results.json").read_text())) if (
         proc.returncode == 0) else row
 
@@ -121,7 +144,8 @@ def table(rows: list[Row]) -> str:
     lines = [[r.name, r.status, cell(r.steps), cell(r.wall_s), cell(r.first_step_s),
               cell(r.task_start_s), cell(r.startup_s), cell(r.steps_per_sec),
               cell(r.vs_baseline), cell(r.time_to_target_s),
-              "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}"] for r in rows]
+              "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
+              cell(r.task_mib), cell(r.run_mib)] for r in rows]
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(COLUMNS)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
                      for line in [list(COLUMNS), *lines])
@@ -135,7 +159,8 @@ def chart(rows: list[Row], path: Path) -> None:
 
     names = [r.name for r in rows][::-1]
     rows = rows[::-1]
-    fig, (times, speed) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 1.5), sharey=True)
+    fig, (times, speed, held) = plt.subplots(1, 3, figsize=(15, 0.45 * len(rows) + 1.5),
+                                             sharey=True)
     task_start = [r.task_start_s or 0 for r in rows]
     startup = [r.startup_s or 0 for r in rows]
     training = [max((r.wall_s or 0) - a - b, 0)
@@ -153,6 +178,11 @@ def chart(rows: list[Row], path: Path) -> None:
     times.legend(loc="lower right", fontsize=8)
     speed.barh(names, [r.steps_per_sec or 0 for r in rows], color="#55a868")
     speed.set_xlabel("global steps per second")
+    held.barh(names, [r.run_mib or 0 for r in rows], color="#c8c8e8", label="whole run")
+    held.barh(names, [r.task_mib or 0 for r in rows], color="#8172b2", height=0.4,
+              label="largest task")
+    held.set_xlabel("peak memory, MiB (PSS)")
+    held.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"labs vs single-process baseline ({os.cpu_count()} cores)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from labctl import preload, procs, rundir, supervise, taskenv
+from labctl import memory, preload, procs, rundir, supervise, taskenv
 from labctl.errors import UsageError
 from labctl.job import JobSpec, Lines, Outcome, stop_gracefully
 from labctl.ports import free_ports
@@ -139,8 +139,21 @@ class LocalBackend:
         server: preload.Server | None = None,
     ) -> None:
         self.command, self.env, self.cwd, self.server = command, env, cwd, server
+        self.pids: dict[str, int] = {}  # each task's latest attempt
+
+    def memory_pids(self) -> dict[str, list[int]]:
+        """What labctl.memory samples: each task and, when it forks them, the interpreter."""
+        found = {name: [pid] for name, pid in dict(self.pids).items()}
+        if self.server and self.server.ready:
+            found[memory.INTERPRETER] = [self.server.pid, self.server.server_pid]
+        return found
 
     def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
+        handle = self._start(task, lines)
+        self.pids[task.name] = handle.proc.pid
+        return handle
+
+    def _start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
         argv, env = self.command(task), dict(self.env(task))
         if self.server and argv[0] == sys.executable and argv[1:2] and argv[1].endswith(".py"):
             try:
@@ -206,10 +219,13 @@ def execute(
         return taskenv.local(marked)
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path, server)
+    sampler = memory.Sampler(backend.memory_pids)
     try:
         record = record.update(target=Target.LOCAL, cluster=cluster)
-        return run, supervise.execute(run, spec, record, backend, quiet)
+        return run, supervise.execute(run, spec, record, backend, quiet,
+                                      extra=lambda: {"memory": sampler.stop()})
     finally:
+        sampler.done.set()
         # Backstop: a task whose start Ctrl-C interrupted has no handle to stop; its marker
         # still finds it (as it finds whatever a task started itself).
         procs.kill_run(run.path)

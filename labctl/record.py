@@ -45,6 +45,8 @@ class RunRecord:
     kills: list[dict[str, Any]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     global_step: int | None = None
+    # Local runs: peak memory per task and for the run (labctl.memory).
+    memory: dict[str, Any] | None = None
     # Where the tasks ran: the TF cluster spec, and what the docker and k8s targets made.
     cluster: dict[str, list[str]] | None = None
     namespace: str | None = None

@@ -34,11 +34,16 @@ def supervision(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return str(request.param)
 
 
-def test_run_succeeds_and_writes_the_run_directory(labctl, state: Path) -> None:
+def test_run_succeeds_and_writes_the_run_directory(labctl, state: Path, supervision: str) -> None:
     proc = labctl("run", "02", "--check")
     assert proc.returncode == 0, proc.stderr
     assert "PASS: global step 200" in proc.stdout
     meta = run_json(state, "02-fake")
+    # peak memory per task, and the interpreter the tasks were forked from (labctl.memory)
+    peaks = meta["memory"]["tasks"]
+    assert {"ps:0", "worker:0", "worker:1"} <= set(peaks) and ("preload" in peaks) == (
+        supervision == "preload")
+    assert sum(peaks.values()) >= meta["memory"]["peak_mib"] > max(peaks.values()) > 5
     assert meta["status"] == "succeeded" and meta["target"] == "local"
     assert meta["global_step"] == 200 and meta["counts"] == {"ps": 1, "worker": 2}
     tasks = tasks_by_name(meta)

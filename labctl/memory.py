@@ -1,0 +1,79 @@
+"""The peak memory of a local run, per task and for the whole run, sampled while it runs.
+
+Resident size (RSS) would overstate forked tasks: each shares the pages of the pre-imported
+interpreter (TensorFlow, about 500 MB) copy-on-write, and a task's ru_maxrss even starts at the
+server's high-water mark. The measure is PSS, the proportional set size Linux keeps in
+/proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each, so the sum over a set of
+processes is the memory the set holds. A forked run's sum includes its server and session (the
+entry `preload`), which the tasks' shared pages are split with. Where PSS is unknown (macOS),
+RSS, and the record says which.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+SAMPLE_S = 0.5
+MIB = 1 << 20
+INTERPRETER = "preload"  # the server and session that forked the tasks
+
+
+def _size(pid: int) -> tuple[float, str] | None:
+    """(MiB, measure) of a process and everything it started (a shimmed task's program), now;
+    None once it is gone."""
+    total, measure = 0.0, "pss"
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except (psutil.Error, OSError):
+        return None
+    for proc in procs:
+        try:
+            full = proc.memory_full_info()
+        except (psutil.Error, OSError):  # ended in between
+            continue
+        pss = getattr(full, "pss", None)
+        measure = "pss" if pss is not None else "rss"
+        total += (pss if pss is not None else full.rss) / MIB
+    return total, measure
+
+
+class Sampler:
+    """Samples `pids()` (entry name -> the processes whose sizes it sums) every SAMPLE_S in a
+    thread of its own, until `stop()` returns the peaks."""
+
+    def __init__(self, pids: Callable[[], dict[str, list[int]]]) -> None:
+        self.pids = pids
+        self.peaks: dict[str, float] = {}
+        self.peak_total = 0.0
+        self.measure = "pss"
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        total = 0.0
+        for name, pids in self.pids().items():
+            sizes = [s for s in map(_size, pids) if s is not None]
+            if not sizes:
+                continue
+            mib = sum(size for size, _measure in sizes)
+            self.measure = sizes[0][1]
+            self.peaks[name] = max(self.peaks.get(name, 0.0), mib)
+            total += mib
+        self.peak_total = max(self.peak_total, total)
+
+    def _loop(self) -> None:
+        while not self.done.wait(SAMPLE_S):
+            self.sample()
+
+    def stop(self) -> dict[str, Any]:
+        """{"measure", "peak_mib" (the largest sum at one sample), "tasks": {name: peak_mib}}."""
+        self.done.set()
+        self.thread.join()
+        return {"measure": self.measure, "peak_mib": round(self.peak_total, 1),
+                "tasks": {name: round(mib, 1) for name, mib in sorted(self.peaks.items())}}
