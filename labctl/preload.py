@@ -11,8 +11,9 @@ Servers are the user's own: they live in $XDG_RUNTIME_DIR/labctl/preload, else i
 directory in /tmp, which must be closed to other users (whoever can connect runs code as the
 user; the server checks the peer's uid too). A server serves one key: the interpreter, the working
 directory, the preloaded modules and their files, labctl's own files and the environment but for
-labctl's variables (LABCTL_*, TF_CONFIG: no import reads them). A change to any of them starts a
-new server, and the old one for the same modules is told to stop, so a user has one per lab kind.
+labctl's variables (LABCTL_*, TF_CONFIG: no import reads them), with PYTHONPATH's directories
+counted by what they hold. A change to any of them starts a new server, and the old one for the
+same modules is told to stop, so a user has one per lab kind.
 
 `--no-preload` or LABCTL_PRELOAD=0 (see `labctl.local.forking`) starts each task plainly again, as
 on macOS, and as in containers and pods, where lab programs always run as plain `python train.py`.
@@ -84,17 +85,30 @@ def _stamp(path: str | None) -> list[object]:
     return [path, found.st_mtime_ns if found else None, found.st_size if found else None]
 
 
+def _holds(entry: str) -> list[object]:
+    """What an import can find in a PYTHONPATH entry: its names, with each file's size and time
+    (a copy that keeps them, as shutil.copytree does, holds the same)."""
+    try:
+        with os.scandir(entry) as found:
+            return sorted([e.name, "dir"] if e.is_dir() else [e.name, *_stamp(e.path)[1:]]
+                          for e in found)
+    except OSError:  # a zip file, or nothing there
+        return _stamp(entry)
+
+
 def key(env: Mapping[str, str], modules: tuple[str, ...]) -> str:
-    """What a server's imports depend on (module docstring), as a short hash."""
+    """What a server's imports depend on (module docstring), as a short hash. PYTHONPATH counts
+    by what its directories hold, not by their paths: a copy of labs/ shares the server."""
     cwd = os.getcwd()
-    search = [*forkserver.python_path(cwd, env.get("PYTHONPATH", "")), *sys.path[1:]]
+    path = forkserver.python_path(cwd, env.get("PYTHONPATH", ""))
     found = []
     for name in modules:
-        spec = PathFinder.find_spec(name.partition(".")[0], search)
-        found.append(_stamp(spec.origin if spec else None))
+        spec = PathFinder.find_spec(name.partition(".")[0], [*path, *sys.path[1:]])
+        found.append(_stamp(spec.origin if spec else None)[1:])
     own = [_stamp(str(p)) for p in sorted(Path(__file__).parent.glob("*.py"))]
-    imported = sorted((k, v) for k, v in env.items() if _imported_under(k))
-    blob = json.dumps([sys.executable, cwd, modules, imported, found, own])
+    imported = sorted((k, v) for k, v in env.items() if _imported_under(k) and k != "PYTHONPATH")
+    blob = json.dumps([sys.executable, cwd, modules, imported, [_holds(p) for p in path], found,
+                       own])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ end-to-end test of each local lab: real TensorFlow over real gRPC, every check P
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -33,10 +34,15 @@ def shape(line: str) -> re.Pattern[str]:
         for p in parts if p))
 
 
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
 @pytest.mark.labs
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LOCAL_LABS, ids=[p.name[:2] for p in LOCAL_LABS])
-def test_readme_commands_work_in_a_new_terminal(tmp_path: Path, lab: Path) -> None:
+def test_readme_commands_work_in_a_new_terminal(tmp_path: Path, lab: Path, home: Path) -> None:
     found = [(s, lang, body) for s, lang, body in blocks(lab / "README.md") if s in SECTIONS]
     commands = [c for s, lang, body in found if lang == "bash" for c in body if c.strip()]
     shown = [ln for s, lang, body in found if lang == "" for ln in body
@@ -47,7 +53,10 @@ def test_readme_commands_work_in_a_new_terminal(tmp_path: Path, lab: Path) -> No
     if not (REPO / ".venv" / "bin" / "activate").is_file():
         pytest.skip("the README's venv, .venv, is not where `make` made it (VENV=...)")
     script = "\n".join(commands)
-    env = {"HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+    # One user's terminals: the same HOME and runtime directory (so the labs share labctl's
+    # pre-imported interpreter, as they do on a laptop), a state directory per lab.
+    env = {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],
            "LABCTL_STATE_DIR": str(tmp_path / "state")}
     proc = subprocess.run(["bash", "--noprofile", "--norc", "-e", "-c", script], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900, check=False)

@@ -249,14 +249,21 @@ def test_the_next_command_forks_from_the_same_server(tmp_path: Path) -> None:
 
 def test_what_keys_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "mod.py").write_text("")
-    env = {"PYTHONPATH": str(tmp_path), "HOME": "/h"}
+    labs = tmp_path / "labs"
+    (labs / "01-lab").mkdir(parents=True)
+    (labs / "mod.py").write_text("")
+    env = {"PYTHONPATH": str(labs), "HOME": "/h"}
     mods = ("mod", "json")
     first = preload.key(env, mods)
     assert preload.key({**env, "LABCTL_STATE_DIR": "/x", "TF_CONFIG": "{}"}, mods) == first
     assert preload.key({**env, "HOME": "/other"}, mods) != first
     assert preload.key(env, ("json",)) != first
-    os.utime(tmp_path / "mod.py", ns=(1, 1))  # the module changed (a pip upgrade, an edit)
+    # a copy of the directory that keeps the files' times holds the same, wherever it is
+    shutil.copytree(labs, tmp_path / "copy")
+    assert preload.key({**env, "PYTHONPATH": str(tmp_path / "copy")}, mods) == first
+    (tmp_path / "copy" / "json.py").write_text("")  # it would shadow a module the server imports
+    assert preload.key({**env, "PYTHONPATH": str(tmp_path / "copy")}, mods) != first
+    os.utime(labs / "mod.py", ns=(1, 1))  # the module changed (a pip upgrade, an edit)
     assert preload.key(env, mods) != first
 
 
