@@ -13,6 +13,7 @@ shift
 status=0
 
 "$pytest" tests --ignore=tests/molecule --ignore=tests/vagrant --durations=25 "$@" || status=1
+echo "run-tests: phase 1 ended after ${SECONDS} s ($(date -u +%H:%M:%S) UTC)"
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
@@ -37,6 +38,7 @@ for suite in molecule vagrant; do
   done
   [[ $code -eq 0 ]] || status=1
 done
+echo "run-tests: phase 2 ended after ${SECONDS} s in all"
 for suite in molecule vagrant; do
   echo
   echo "===== tests/$suite ====="
