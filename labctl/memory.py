@@ -22,29 +22,28 @@ MIB = 1 << 20
 INTERPRETER = "preload"  # the server and session that forked the tasks
 
 
-def _size(pid: int) -> tuple[float, str] | None:
-    """(MiB, measure) of a process and everything it started (a shimmed task's program), now;
-    None once it is gone."""
-    total, measure = 0.0, "pss"
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and everything it started (a shimmed task's program); [] once it is gone."""
     try:
-        procs = [psutil.Process(pid)]
-        procs += procs[0].children(recursive=True)
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except (psutil.Error, OSError):
+        return []
+
+
+def _size(proc: psutil.Process) -> tuple[float, str] | None:
+    """(MiB, measure) of one process now; None once it is gone."""
+    try:
+        full = proc.memory_full_info()
     except (psutil.Error, OSError):
         return None
-    for proc in procs:
-        try:
-            full = proc.memory_full_info()
-        except (psutil.Error, OSError):  # ended in between
-            continue
-        pss = getattr(full, "pss", None)
-        measure = "pss" if pss is not None else "rss"
-        total += (pss if pss is not None else full.rss) / MIB
-    return total, measure
+    pss = getattr(full, "pss", None)
+    return (pss / MIB, "pss") if pss is not None else (full.rss / MIB, "rss")
 
 
 class Sampler:
-    """Samples `pids()` (entry name -> the processes whose sizes it sums) every SAMPLE_S in a
-    thread of its own, until `stop()` returns the peaks."""
+    """Samples `pids()` (entry name -> the processes whose sizes it sums, with their children)
+    every SAMPLE_S in a thread of its own, until `stop()` returns the peaks."""
 
     def __init__(self, pids: Callable[[], dict[str, list[int]]]) -> None:
         self.pids = pids
@@ -56,9 +55,14 @@ class Sampler:
         self.thread.start()
 
     def sample(self) -> None:
+        """Each process counts once, under the first entry whose processes started it: the
+        server's sessions and tasks are its children, and the tasks come first."""
         total = 0.0
+        seen: set[int] = set()
         for name, pids in self.pids().items():
-            sizes = [s for s in map(_size, pids) if s is not None]
+            procs = [p for pid in pids for p in _tree(pid) if p.pid not in seen]
+            seen.update(p.pid for p in procs)
+            sizes = [s for s in map(_size, procs) if s is not None]
             if not sizes:
                 continue
             mib = sum(size for size, _measure in sizes)
