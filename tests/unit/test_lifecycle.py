@@ -43,7 +43,8 @@ def test_run_succeeds_and_writes_the_run_directory(labctl, state: Path, supervis
     peaks = meta["memory"]["tasks"]
     assert {"ps:0", "worker:0", "worker:1"} <= set(peaks) and ("preload" in peaks) == (
         supervision == "preload")
-    assert round(sum(peaks.values()), 1) >= meta["memory"]["peak_mib"] > max(peaks.values()) > 5
+    # (each peak is rounded to 0.1 MiB on its own)
+    assert sum(peaks.values()) + 0.2 >= meta["memory"]["peak_mib"] > max(peaks.values()) > 5
     assert meta["status"] == "succeeded" and meta["target"] == "local"
     assert meta["global_step"] == 200 and meta["counts"] == {"ps": 1, "worker": 2}
     tasks = tasks_by_name(meta)
