@@ -22,19 +22,19 @@ MIB = 1 << 20
 INTERPRETER = "preload"  # the server and session that forked the tasks
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """A process and everything it started (a shimmed task's program); [] once it is gone."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except (psutil.Error, OSError):
-        return []
+def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
+    """A process and everything it started (a shimmed task's program)."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
 
 
-def _size(proc: psutil.Process) -> tuple[float, str] | None:
+def _size(pid: int) -> tuple[float, str] | None:
     """(MiB, measure) of one process now; None once it is gone."""
     try:
-        full = proc.memory_full_info()
+        full = psutil.Process(pid).memory_full_info()
     except (psutil.Error, OSError):
         return None
     pss = getattr(full, "pss", None)
@@ -59,9 +59,12 @@ class Sampler:
         server's sessions and tasks are its children, and the tasks come first."""
         total = 0.0
         seen: set[int] = set()
+        children: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid"]):  # one pass over /proc for every entry
+            children.setdefault(proc.info["ppid"], []).append(proc.pid)
         for name, pids in self.pids().items():
-            procs = [p for pid in pids for p in _tree(pid) if p.pid not in seen]
-            seen.update(p.pid for p in procs)
+            procs = [p for pid in pids for p in _tree(pid, children) if p not in seen]
+            seen.update(procs)
             sizes = [s for s in map(_size, procs) if s is not None]
             if not sizes:
                 continue
