@@ -1,6 +1,6 @@
 """The pre-imported interpreter's process: import TensorFlow once, then fork every lab task from it.
 
-`python -m labctl.forkserver KEY IDLE_S MODULE...` (labctl.preload starts it; never by hand)
+`python -P -m labctl.forkserver KEY IDLE_S MODULE...` (labctl.preload starts it, not a user)
 takes KEY.lock, listens on KEY.sock, detaches, imports MODULE... and then forks a *session* for
 each labctl that connects. A session forks that labctl's tasks, each of which runs its lab
 program as `python PROGRAM ARGS` would. The server outlives the labctl that started it, so the
@@ -20,8 +20,9 @@ Why the fork is safe:
   directory and stdio, default signal handlers, and `labkit` imported afresh. What TensorFlow
   and Keras read while they are imported (TF_CPP_MIN_LOG_LEVEL, TF_ENABLE_ONEDNN_OPTS,
   KERAS_HOME, ...) comes from the server's environment, which is every task's own but for
-  labctl's variables: labctl.preload keys its servers by that environment, by the interpreter,
-  the working directory and the files of the modules and of labctl. What the imports set in
+  labctl's variables and the shell's bookkeeping: labctl.preload keys its servers by that
+  environment, the interpreter, the files of the modules and of labctl, and sys.path. It runs
+  with -P: no module in its working directory shadows a real one. What the imports set in
   os.environ (TensorFlow sets TF2_BEHAVIOR) is set in each task too.
 
 Supervision: a session kills its tasks' process groups when its labctl's connection closes (the
@@ -59,6 +60,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 from labctl import procs
 from labctl.procs import PRELOAD_DIR_ENV, RUN_ENV
@@ -131,7 +134,7 @@ def _import_once(modules: list[str]) -> Imported:
         if Path(getattr(module, "__file__", None) or os.devnull).resolve().is_relative_to(labs):
             del sys.modules[name]
     own = set(python_path(os.getcwd(), os.environ.get("PYTHONPATH", "")))
-    base = [p for p in sys.path[1:] if p not in own]  # [0] is `-m`'s working directory
+    base = [p for p in sys.path if p not in own]  # -P: no working directory in front
     return Imported(base, env_set)
 
 
@@ -152,11 +155,11 @@ def _forget_wakeups(wake_r: int, *signals: signal.Signals) -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def _sessions(key: Path, own: Path, listener: socket.socket, lock: int,
+def _sessions(key: Path, own: Path, listener: socket.socket, lock: int, wake_r: int,
               idle_s: float) -> socket.socket | None:
-    """Fork a session per labctl that connects, until idle or told to stop (SIGTERM) and every
-    session has ended. Returns only in a session, with its labctl's connection."""
-    wake_r = _wakeups(signal.SIGCHLD, signal.SIGTERM)
+    """Fork a session per labctl that connects, until idle or told to stop (SIGTERM on
+    `wake_r`, maybe while importing) and every session has ended. Returns only in a session,
+    with its labctl's connection."""
     sessions: set[int] = set()
     last = time.monotonic()
     live: socket.socket | None = listener
@@ -182,10 +185,10 @@ def _sessions(key: Path, own: Path, listener: socket.socket, lock: int,
                 break
             last = time.monotonic()
             _pid, uid, _gid = _CRED.unpack(conn.getsockopt(
-                socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+                socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))  # the peer's effective uid
             try:
-                if uid != os.getuid():  # the directory is private; this is the second lock
-                    raise PermissionError(f"uid {uid} may not use uid {os.getuid()}'s server")
+                if uid != os.geteuid():  # the directory is private; this is the second lock
+                    raise PermissionError(f"uid {uid} may not use uid {os.geteuid()}'s server")
                 pid = os.fork()
             except OSError as err:  # labctl sees its connection close and starts tasks plainly
                 print(f"forkserver: refused a connection: {err}", file=sys.stderr, flush=True)
@@ -303,7 +306,8 @@ def _become_task(session: int, req: dict[str, Any]) -> None:
     procs.die_with_parent(session)
     mark = procs.mark_file(os.environ.get(PRELOAD_DIR_ENV), os.getpid())
     if mark and RUN_ENV in req["env"]:
-        mark.write_text(req["env"][RUN_ENV])
+        with contextlib.suppress(OSError):  # unmarked, the task still runs (and dies with labctl)
+            mark.write_text(req["env"][RUN_ENV])
     signal.signal(signal.SIGINT, signal.SIG_IGN if req["sigint_ignored"]
                   else signal.default_int_handler)
 
@@ -348,7 +352,7 @@ def main(argv: list[str]) -> int:
         key, idle_s, modules = Path(argv[0]), float(argv[1]), argv[2:]
         own = Path(os.environ[PRELOAD_DIR_ENV]).parent
     except (IndexError, ValueError, KeyError):
-        print("usage: python -m labctl.forkserver KEY IDLE_S [MODULE...] with "
+        print("usage: python -P -m labctl.forkserver KEY IDLE_S [MODULE...] with "
               f"{PRELOAD_DIR_ENV} set (labctl starts it)", file=sys.stderr)
         return 2
     lock = _take_lock(key)
@@ -358,8 +362,13 @@ def main(argv: list[str]) -> int:
     listener = _listen(key)
     if os.fork():
         os._exit(0)  # labctl waits for this much: the socket exists, connections queue on it
-    (own / INFO).write_text(json.dumps({"pid": os.getpid(), "key": key.name,
-                                        "modules": modules}))
+    # A stop asked for during the import waits for it: the connections queued meanwhile are
+    # served first.
+    wake_r = _wakeups(signal.SIGCHLD, signal.SIGTERM)
+    info = own / f".{INFO}.tmp"
+    info.write_text(json.dumps({"pid": os.getpid(), "key": key.name, "modules": modules,
+                                "started": psutil.Process().create_time()}))
+    info.replace(own / INFO)
     try:
         imported = _import_once(modules)
     except BaseException:
@@ -367,7 +376,7 @@ def main(argv: list[str]) -> int:
         key_file(key, "sock").unlink(missing_ok=True)
         shutil.rmtree(own, ignore_errors=True)
         raise
-    conn = _sessions(key, own, listener, lock, idle_s)
+    conn = _sessions(key, own, listener, lock, wake_r, idle_s)
     if conn is None:
         return 0
     req = serve(conn)

@@ -148,6 +148,10 @@ class LocalBackend:
             found[memory.INTERPRETER] = [self.server.pid, self.server.server_pid]
         return found
 
+    def memory_alone(self) -> set[int]:
+        """The server, without the sessions it forked for other labctls."""
+        return {self.server.server_pid} if self.server and self.server.ready else set()
+
     def start(self, task: TaskSpec, lines: Lines) -> ProcessHandle:
         handle = self._start(task, lines)
         self.pids[task.name] = handle.proc.pid
@@ -219,7 +223,7 @@ def execute(
         return taskenv.local(marked)
 
     backend = LocalBackend(lambda t: command(t, run), env, cwd or run.path, server)
-    sampler = memory.Sampler(backend.memory_pids)
+    sampler = memory.Sampler(backend.memory_pids, backend.memory_alone)
     try:
         record = record.update(target=Target.LOCAL, cluster=cluster)
         return run, supervise.execute(run, spec, record, backend, quiet,

@@ -4,9 +4,10 @@ Resident size (RSS) would overstate forked tasks: each shares the pages of the p
 interpreter (TensorFlow, about 500 MB) copy-on-write, and a task's ru_maxrss even starts at the
 server's high-water mark. The measure is PSS, the proportional set size Linux keeps in
 /proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each, so the sum over a set of
-processes is the memory the set holds. A forked run's sum includes its server and session (the
-entry `preload`), which the tasks' shared pages are split with. Where PSS is unknown (macOS),
-RSS, and the record says which.
+processes is the memory the set holds. A forked run's sum includes its session and server (the
+entry `preload`; the server alone, not the other labctls' sessions it has forked), which the
+tasks' shared pages are split with. Where PSS is unknown (macOS), RSS, and the record says
+which.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ INTERPRETER = "preload"  # the server and session that forked the tasks
 
 def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
     """A process and everything it started (a shimmed task's program)."""
-    found, todo = [], [pid]
+    found: dict[int, None] = {}
+    todo = [pid]
     while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
+        pid = todo.pop()
+        if pid not in found:  # a pid reused during the pass could make a cycle
+            found[pid] = None
+            todo += children.get(pid, [])
+    return list(found)
 
 
 def _size(pid: int) -> tuple[float, str] | None:
@@ -42,11 +46,13 @@ def _size(pid: int) -> tuple[float, str] | None:
 
 
 class Sampler:
-    """Samples `pids()` (entry name -> the processes whose sizes it sums, with their children)
-    every SAMPLE_S in a thread of its own, until `stop()` returns the peaks."""
+    """Samples `pids()` (entry name -> the processes whose sizes it sums, with their children
+    unless they are in `alone()`) every SAMPLE_S in a thread of its own, until `stop()` returns
+    the peaks."""
 
-    def __init__(self, pids: Callable[[], dict[str, list[int]]]) -> None:
-        self.pids = pids
+    def __init__(self, pids: Callable[[], dict[str, list[int]]],
+                 alone: Callable[[], set[int]] = set) -> None:
+        self.pids, self.alone = pids, alone
         self.peaks: dict[str, float] = {}
         self.peak_total = 0.0
         self.measure = "pss"
@@ -62,8 +68,10 @@ class Sampler:
         children: dict[int, list[int]] = {}
         for proc in psutil.process_iter(["ppid"]):  # one pass over /proc for every entry
             children.setdefault(proc.info["ppid"], []).append(proc.pid)
+        alone = self.alone()
         for name, pids in self.pids().items():
-            procs = [p for pid in pids for p in _tree(pid, children) if p not in seen]
+            procs = [p for pid in pids for p in ([pid] if pid in alone else _tree(pid, children))
+                     if p not in seen]
             seen.update(procs)
             sizes = [s for s in map(_size, procs) if s is not None]
             if not sizes:

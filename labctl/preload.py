@@ -9,11 +9,13 @@ exits once it has been idle for IDLE_S, and `labctl clean` (of every lab) stops 
 
 Servers are the user's own: they live in $XDG_RUNTIME_DIR/labctl/preload, else in a private
 directory in /tmp, which must be closed to other users (whoever can connect runs code as the
-user; the server checks the peer's uid too). A server serves one key: the interpreter, the working
-directory, the preloaded modules and their files, labctl's own files and the environment but for
-labctl's variables (LABCTL_*, TF_CONFIG: no import reads them), with PYTHONPATH's directories
-counted by what they hold. A change to any of them starts a new server, and the old one for the
-same modules is told to stop, so a user has one per lab kind.
+user; the server checks the peer's uid too). A server serves one key: the interpreter, the
+preloaded modules and their files, labctl's own files, the times of sys.path's directories (an
+install changes them) and the environment but for labctl's variables (LABCTL_*, TF_CONFIG) and
+the shell's bookkeeping (PWD, SHLVL, ...), which no import reads, with PYTHONPATH's directories
+counted by what they hold. The server runs `python -P`: the working directory is no part of it.
+A change to any of them starts a new server, and the old one for the same modules is told to
+stop (it serves the labctls already connected first), so a user has one per lab kind.
 
 `--no-preload` or LABCTL_PRELOAD=0 (see `labctl.local.forking`) starts each task plainly again, as
 on macOS, and as in containers and pods, where lab programs always run as plain `python train.py`.
@@ -52,12 +54,19 @@ PER_TASK = (RUN_ENV, "TF_CONFIG")  # read by the program at run time, never at i
 IDLE_S = 900.0  # a server idle this long exits: long enough to edit a program and run it again
 READY_TIMEOUT_S = 300.0  # a cold disk can take minutes to import TensorFlow the first time
 CONNECT_TIMEOUT_S = 30.0  # a server listens within a second of taking its lock
+FORK_TIMEOUT_S = 60.0  # a session answers a fork at once; past this, the task starts plainly
 CONNECT_POLL_S = 0.02
 
 
+# What a shell keeps for itself and differs between two terminals of one user; no import reads it.
+SHELL_OWN = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "PS1", "COLUMNS", "LINES", "WINDOWID",
+                       "TERM_SESSION_ID", "TMUX_PANE", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY"})
+
+
 def _imported_under(name: str) -> bool:
-    """Whether an import may read the variable: all but labctl's own and the per-task ones."""
-    return not name.startswith("LABCTL_") and name not in PER_TASK
+    """Whether an import may read the variable: all but labctl's own, the per-task ones and the
+    shell's bookkeeping."""
+    return not name.startswith("LABCTL_") and name not in PER_TASK and name not in SHELL_OWN
 
 
 def runtime_dir(create: bool = True) -> Path:
@@ -98,17 +107,18 @@ def _holds(entry: str) -> list[object]:
 
 def key(env: Mapping[str, str], modules: tuple[str, ...]) -> str:
     """What a server's imports depend on (module docstring), as a short hash. PYTHONPATH counts
-    by what its directories hold, not by their paths: a copy of labs/ shares the server."""
-    cwd = os.getcwd()
-    path = forkserver.python_path(cwd, env.get("PYTHONPATH", ""))
+    by what its directories hold, not by their paths: a copy of labs/ shares the server. The
+    other sys.path directories count by their times: an install or uninstall changes them."""
+    path = forkserver.python_path(os.getcwd(), env.get("PYTHONPATH", ""))
     found = []
     for name in modules:
         spec = PathFinder.find_spec(name.partition(".")[0], [*path, *sys.path[1:]])
         found.append(_stamp(spec.origin if spec else None)[1:])
     own = [_stamp(str(p)) for p in sorted(Path(__file__).parent.glob("*.py"))]
     imported = sorted((k, v) for k, v in env.items() if _imported_under(k) and k != "PYTHONPATH")
-    blob = json.dumps([sys.executable, cwd, modules, imported, [_holds(p) for p in path], found,
-                       own])
+    rest = [_stamp(p) for p in sys.path[1:]]  # site-packages, the user's, the standard library
+    blob = json.dumps([sys.executable, modules, imported, [_holds(p) for p in path], found, own,
+                       rest])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -118,7 +128,8 @@ def _servers(root: Path) -> tuple[list[tuple[int, str, tuple[str, ...]]], list[P
     for info in root.glob(f"*/{INFO}"):
         try:
             data = json.loads(info.read_text())
-            alive = "labctl.forkserver" in psutil.Process(data["pid"]).cmdline()
+            # The process that wrote it, not a later one with its pid (or a task it forked).
+            alive = psutil.Process(data["pid"]).create_time() == data["started"]
         except (OSError, ValueError, KeyError, psutil.Error):
             alive = False
         if alive:
@@ -156,9 +167,9 @@ def _spawn(key: Path, env: Mapping[str, str], modules: tuple[str, ...]) -> None:
             _stop(pid)
     own = Path(tempfile.mkdtemp(prefix=f"{key.name}.", dir=key.parent))
     (own / "marks").mkdir()
-    with forkserver.key_file(key, "log").open("w") as log:
-        subprocess.run(
-            [sys.executable, "-m", "labctl.forkserver", str(key), str(IDLE_S), *modules],
+    with forkserver.key_file(key, "log").open("a") as log:  # a losing server may write it too
+        subprocess.run(  # -P: no module of the working directory may shadow a real one
+            [sys.executable, "-P", "-m", "labctl.forkserver", str(key), str(IDLE_S), *modules],
             env={**env, PRELOAD_DIR_ENV: str(own / "marks")},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True, check=False, timeout=CONNECT_TIMEOUT_S,
@@ -171,11 +182,16 @@ def _connect(key: Path, env: Mapping[str, str], modules: tuple[str, ...]) -> soc
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.settimeout(CONNECT_TIMEOUT_S)  # a full backlog would block connect() for good
         try:
             sock.connect(str(forkserver.key_file(key, "sock")))
+            sock.settimeout(None)
             return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
+        except OSError:
+            sock.close()
+            raise
         if spawned and not _held(forkserver.key_file(key, "lock")):  # it failed to start
             raise OSError(_last_line(forkserver.key_file(key, "log")) or "it exited")
         if time.monotonic() > deadline:
@@ -281,8 +297,8 @@ class Server:
             finally:
                 os.close(write)
             with self.cond:
-                self.cond.wait_for(lambda: token in self.pids or self.gone)
-                pid = self.pids.get(token)
+                self.cond.wait_for(lambda: token in self.pids or self.gone, FORK_TIMEOUT_S)
+                pid = self.pids.get(token, "no answer")
             if not isinstance(pid, int):
                 raise OSError(f"the pre-imported interpreter could not fork: {pid or 'gone'}")
             return Forked(self, token, pid, open(read, encoding="utf-8", errors="replace"))
@@ -300,6 +316,8 @@ class Server:
         this waits for (so nothing of the run is alive when labctl exits)."""
         if self.failure:
             return
+        if not self.ready:  # still importing: nothing was forked, nothing to wait for
+            timeout = 0.0
         # shutdown, not just close: the listener's blocked recv holds a reference to the socket.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)

@@ -264,6 +264,17 @@ def test_what_keys_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     (tmp_path / "copy" / "json.py").write_text("")  # it would shadow a module the server imports
     assert preload.key({**env, "PYTHONPATH": str(tmp_path / "copy")}, mods) != first
     os.utime(labs / "mod.py", ns=(1, 1))  # the module changed (a pip upgrade, an edit)
+    first = preload.key(env, mods)
+    assert first != preload.key({**env, "PYTHONPATH": str(tmp_path / "copy")}, mods)
+    # what a shell keeps for itself differs between two terminals, and no import reads it
+    assert preload.key({**env, "OLDPWD": "/x", "SHLVL": "3", "_": "/bin/labctl"}, mods) == first
+    # a package installed next to the others (a site-packages directory changes)
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    first = preload.key(env, mods)
+    (site / "newpkg").mkdir()
+    os.utime(site, ns=(2, 2))
     assert preload.key(env, mods) != first
 
 
@@ -272,7 +283,8 @@ def test_a_server_exits_once_idle_after_its_last_session(tmp_path: Path) -> None
     own = key.parent / "idletest.own"
     (own / "marks").mkdir(parents=True)
     env = {**os.environ, procs.PRELOAD_DIR_ENV: str(own / "marks")}
-    started = subprocess.run([sys.executable, "-m", "labctl.forkserver", str(key), "0.5", "json"],
+    started = subprocess.run([sys.executable, "-P", "-m", "labctl.forkserver", str(key), "0.5",
+                              "json"],
                              env=env, timeout=60, check=False)
     assert started.returncode == 0  # detached: it listens from here on
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -328,3 +340,35 @@ def test_a_runtime_directory_open_to_others_is_not_used(tmp_path: Path) -> None:
     assert proc.returncode == 0 and facts["preloaded"] is False
     assert f"{runtime / 'labctl'} is not a directory of yours closed to other users): tasks " \
            "start as plain processes" in proc.stderr
+
+
+def test_no_module_in_the_working_directory_shadows_the_servers(tmp_path: Path) -> None:
+    # `python -m` would put the cwd first on sys.path: the server runs with -P.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "fractions.py").write_text("raise SystemExit('the cwd shadowed fractions')\n")
+    proc, facts = run_probe(tmp_path, preloaded=["fractions"], cwd=cwd)
+    assert proc.returncode == 0 and "plain processes" not in proc.stderr, proc.stderr
+    assert facts["preloaded"]
+
+
+def test_a_stop_during_the_import_serves_the_waiting_labctl_first(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "slow.py").write_text("import time\ntime.sleep(3)\n")
+    state = tmp_path / "state"
+    labs = probe_labs(tmp_path, ["fractions", "slow"])
+    run = subprocess.Popen([*LABCTL, "run", "01"], env=labctl_env(state, labs,
+                                                                  PYTHONPATH=str(extra)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not [s for s in servers() if s[2] == ("fractions", "slow")]:
+        assert time.monotonic() < deadline, "no server started"
+        time.sleep(0.05)
+    [(server, _key, _mods)] = [s for s in servers() if s[2] == ("fractions", "slow")]
+    assert server in preload.stop_all()  # while it imports
+    _out, err = run.communicate(timeout=120)
+    found = state / "runs" / "01-probe" / "latest" / "output" / "probe.json"
+    assert run.returncode == 0 and "plain processes" not in err, err
+    assert json.loads(found.read_text())["preloaded"] and gone(server)
+    assert leftovers(state) == []
