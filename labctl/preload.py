@@ -100,7 +100,7 @@ def _holds(entry: str) -> list[object]:
     try:
         with os.scandir(entry) as found:
             return sorted([e.name, "dir"] if e.is_dir() else [e.name, *_stamp(e.path)[1:]]
-                          for e in found)
+                          for e in found if e.name != "__pycache__")  # written by imports
     except OSError:  # a zip file, or nothing there
         return _stamp(entry)
 
@@ -116,7 +116,8 @@ def key(env: Mapping[str, str], modules: tuple[str, ...]) -> str:
         found.append(_stamp(spec.origin if spec else None)[1:])
     own = [_stamp(str(p)) for p in sorted(Path(__file__).parent.glob("*.py"))]
     imported = sorted((k, v) for k, v in env.items() if _imported_under(k) and k != "PYTHONPATH")
-    rest = [_stamp(p) for p in sys.path[1:]]  # site-packages, the user's, the standard library
+    # site-packages, the user's, the standard library (PYTHONPATH's count by what they hold)
+    rest = [_stamp(p) for p in sys.path[1:] if p not in path]
     blob = json.dumps([sys.executable, modules, imported, [_holds(p) for p in path], found, own,
                        rest])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
