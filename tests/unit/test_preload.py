@@ -41,17 +41,23 @@ PROBE = """
 
 
 def probe_labs(tmp_path: Path, preloaded: list[str]) -> Path:
+    """The probe lab; a file already there as it should be is left alone (its time is part of
+    what keys a server)."""
     labs = tmp_path / "labs"
     (labs / "01-probe").mkdir(parents=True, exist_ok=True)
-    (labs / "probe_mod.py").write_text("import os\nLOADED_BY = os.getpid()\n")
-    (labs / "01-probe" / "probe.py").write_text(textwrap.dedent(PROBE))
-    (labs / "01-probe" / "lab.toml").write_text(textwrap.dedent(f"""\
-        title = "Probe"
-        kind = "local"
-        program = "probe.py"
-        progress = false
-        preload = {json.dumps(preloaded)}
-    """))
+    for path, text in [
+        (labs / "probe_mod.py", "import os\nLOADED_BY = os.getpid()\n"),
+        (labs / "01-probe" / "probe.py", textwrap.dedent(PROBE)),
+        (labs / "01-probe" / "lab.toml", textwrap.dedent(f"""\
+            title = "Probe"
+            kind = "local"
+            program = "probe.py"
+            progress = false
+            preload = {json.dumps(preloaded)}
+        """)),
+    ]:
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
     return labs
 
 
