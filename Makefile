@@ -37,7 +37,8 @@ labs: venv ## set up, then run every local lab (01-07, 12, 13) with its check
 docker: ## make sure a Docker daemon answers (installs and starts one on a bare CI host)
 	tests/support/docker-up.sh
 
-tools: ## host tools the tests drive (vagrant, debootstrap, busybox, chromium), installed when missing
+# After docker (order only): both may run apt-get, which takes one lock at a time.
+tools: | docker ## host tools the tests drive (vagrant, debootstrap, busybox, chromium), installed when missing
 	tests/support/ensure-tool.sh vagrant vagrant
 	tests/support/ensure-tool.sh debootstrap debootstrap
 	tests/support/ensure-tool.sh busybox busybox
@@ -52,7 +53,9 @@ lab-image: docker ## the lab image for --target docker, FROM the pinned tensorfl
 k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl render`
 	$(BIN)/python -m labctl.k8s.static
 
-test: venv-dev images ## set up, then run the whole test suite (Molecule and Vagrant side by side)
+# The venv (pip) and the images (apt, debootstrap, docker build) are set up side by side.
+test: ## set up, then run the whole test suite (three lanes side by side)
+	$(MAKE) --no-print-directory -j2 venv-dev images
 	tests/support/run-tests.sh $(BIN)/pytest
 
 lint: venv-dev ## ruff, yamllint, ansible-lint
