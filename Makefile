@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 LABS_STAMP := $(VENV)/.stamp-labs
 DEV_STAMP := $(VENV)/.stamp-dev
 INVENTORY ?= inventory/vagrant
+# `make labs BUNDLE=DIR`: the labs' venv from the venue bundle's wheels only, no index asked.
+PIP_FROM_BUNDLE = $(if $(BUNDLE),--no-index --find-links $(BUNDLE)/wheels)
 
 .PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench bundle verify rehearse molecule vagrant-docker clean
 
@@ -15,9 +17,10 @@ help: ## list the targets
 
 $(LABS_STAMP): pyproject.toml
 	@$(PYTHON) labctl/platforms.py  # an unsupported laptop or Python stops here, in one line
+	@$(if $(BUNDLE),test -d $(BUNDLE)/wheels || { echo "make: $(BUNDLE)/wheels does not exist: BUNDLE=DIR names a folder that make bundle filled" >&2; exit 2; })
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[labs]'
+	$(BIN)/pip install -q $(PIP_FROM_BUNDLE) --upgrade pip
+	$(BIN)/pip install -q $(PIP_FROM_BUNDLE) -e '.[labs]'
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(LABS_STAMP)
@@ -66,6 +69,8 @@ lint: venv-dev ## ruff, yamllint, ansible-lint
 bench: venv ## benchmark labs 04-07, forked and plain (wall, start-up, steps/s vs baseline, time to 0.95)
 	$(BIN)/python -m labctl.bench
 
+# Here BUNDLE names where the bundle goes: the venv comes from the index, not from it.
+bundle: PIP_FROM_BUNDLE =
 bundle: venv-dev ## on a connected machine: fetch the venue bundle into BUNDLE (default .labctl/bundle), with manifest.json
 	$(BIN)/python -m labctl.bundle fetch --out $(or $(BUNDLE),.labctl/bundle)
 

@@ -9,11 +9,13 @@ DIR/manifest.json (kind, source, architecture, file, size, sha256 of each item):
 
 - release, manifest, key: files the roles download or apply (HTTP GET);
 - image: OCI images the cluster and the labs run (`docker pull` unless present, `docker save`);
+- wheel: the labs' Python wheels for each supported laptop and Python (labctl/wheelhouse.py),
+  into one folder, wheels/, which `make labs BUNDLE=DIR` installs from with no index;
 - box, apt: listed with how to get them (a Vagrant box and apt packages need their own tools
   and a connected machine of that kind); not fetched.
 
-Pointing the roles and `make labs` at a bundle (pip --no-index, containerd image import, an apt
-proxy, release archives from a local directory) is not part of this module yet.
+Pointing the roles at a bundle (containerd image import, an apt proxy, release archives from a
+local directory) is not part of this module yet.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from typing import Any
 
 import yaml
 
+from labctl import wheelhouse
 from labctl.labs import REPO
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
+ARCH_OF = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}  # platform.machine() -> kit's
 # The variables that name what the roles download, by kind. A variable holding a URL or an
 # image that is not here (nor in test_bundle's list of non-downloads) fails the coverage test.
 PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts")}
@@ -51,7 +55,7 @@ ANY_ARCH = {
               "nvidia_gpu_smoke_image", "lab_images_all", "lab_images_gpu"),
 }
 KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
-FETCHED = ("release", "manifest", "key", "image")
+FETCHED = ("release", "manifest", "key", "image", "wheel")
 IMAGE_LINE = re.compile(r"^\s*(?:-\s*)?image:\s*[\"']?([^\s\"'#]+)", re.MULTILINE)
 HOW = {
     "box": "vagrant box add --provider P --box-version V NAME on a connected machine, then "
@@ -73,6 +77,8 @@ class Item:
         if self.kind == "image":
             name = self.source.replace("/", "_").replace(":", "_")
             return f"images/{name}.tar"
+        if self.kind == "wheel":  # one folder for every laptop's wheels
+            return wheelhouse.FOLDER
         if self.kind in FETCHED:
             host_path = self.source.split("://", 1)[1]
             return f"{self.kind}s/{host_path}"
@@ -141,6 +147,9 @@ def plan() -> list[Item]:
     # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
     for component in KUBEADM_IMAGES:
         items[Item("image", f"registry.k8s.io/{component}:v{render('kube_version')}")] = None
+    for laptop, python in wheelhouse.targets():
+        arch = ARCH_OF[laptop.machine]
+        items[Item("wheel", wheelhouse.name(laptop, python), arch)] = None
     for provider, box in render("vagrant_boxes").items():
         if box.get("version"):  # docker's box is built locally by `make images`
             items[Item("box", f"{box['box']}@{box['version']} {provider}")] = None
@@ -193,21 +202,30 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
         dest = out / item.file
         print(f"bundle: [{n}/{len(items)}] {item.kind} {item.source}", flush=True)
         try:
-            if not dest.is_file():
+            if item.kind == "wheel":
+                files = wheelhouse.fetch(*wheelhouse.target(item.source), dest)
+            elif not dest.is_file():
                 if item.kind == "image":
                     _save_image(item.source, dest)
                 else:
                     _download(item.source, dest)
-        except (OSError, subprocess.CalledProcessError) as err:
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
             entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
+            continue
+        if item.kind == "wheel":  # the files that laptop installs, some shared with others
+            entries.append(entry | {"fetched": True, "files": [
+                {"file": f"{item.file}/{f.name}", "size": f.stat().st_size, "sha256": _sha256(f)}
+                for f in files]})
             continue
         entries.append(entry | {"fetched": True, "file": item.file,
                                 "size": dest.stat().st_size, "sha256": _sha256(dest)})
         if item.kind == "manifest":
             items += [i for i in (Item("image", ref) for ref in manifest_images(dest))
                       if i not in items]
+    sizes = {f["file"]: f["size"] for e in entries for f in [e, *e.get("files", [])]
+             if "size" in f}  # each file once, however many laptops share it
     manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "items": entries,
-                "size": sum(e.get("size", 0) for e in entries)}
+                "size": sum(sizes.values())}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
