@@ -5,8 +5,10 @@ evaluator followed the checkpoints.
   and its weights, evaluated here, classify the held-out digits.
 - Resumed: the launcher recorded each kill (run.json: the global step it happened at) and
   wrote a marker into the log of every task it restarted. The first step a task reported after
-  its restart must come after the last checkpoint saved before the kill: a restart from step 1
-  threw away the checkpoint.
+  its restart must come after the last checkpoint of a step before the kill's: a restart from
+  step 1 threw away the checkpoint. The checkpoint of the kill's own step may still have been
+  in writing (a worker reports a step once its own save is done, not worker 0's), so resuming
+  from the one before it is right.
 - Evaluated: the evaluator ended by itself, its records (eval/ckpt-N.json) name at least two
   checkpoints, the last at --steps, each with the accuracy this check computes from that
   checkpoint itself, and its TensorBoard event file exists.
@@ -57,7 +59,8 @@ def check_resume(run: Run, saved: dict[int, Checkpoint]) -> str:
         return ("no task was lost in this run, so nothing resumed: try `labctl run 13 --kill "
                 "worker:1@100`")
     killed_at = int(kills[0].get("global_step") or 0)
-    before = max((step for step in saved if step <= killed_at), default=0)
+    # Worker 0 took part in step killed_at, so it had finished every save of an earlier step.
+    before = max((step for step in saved if step < killed_at), default=0)
     resumed = first_steps_after_restarts(run)
     require(resumed, f"{kills[0]['task']} was killed at step {killed_at}, but no worker's log "
             "shows a restart followed by training", "run with restarts (the default "

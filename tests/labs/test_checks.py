@@ -5,11 +5,13 @@ same checks on real runs, with mistakes made in the programs, are in test_mistak
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ sys.path.insert(0, str(LABS))
 
 import _bundle  # noqa: E402
 from labkit import data  # noqa: E402
-from labkit.checks import ancestors, executed_on, graph_nodes, parse_pbtxt  # noqa: E402
+from labkit.checks import Failed, ancestors, executed_on, graph_nodes, parse_pbtxt  # noqa: E402
 
 VALUES = {"a": 1, "b": 2, "c": 3, "d": 4}
 
@@ -299,3 +301,33 @@ def test_a_run_that_did_not_succeed_is_refused_before_its_output_is_read(
 
 def test_check_without_a_run_is_unusable(tmp_path: Path) -> None:
     assert check("04-between-graph-async", tmp_path / "nowhere")[0] == 2
+
+
+@pytest.mark.parametrize(("killed_at", "resumed", "passes"), [
+    (145, 101, True),   # the checkpoint of step 100 restored
+    (145, 51, False),   # an older one: the steps 51-100 trained again
+    (145, 1, False),    # no restore at all
+    (100, 51, True),    # killed at step 100 itself: its checkpoint may not have been written
+    (100, 1, False),
+    (40, 1, True),      # killed before the first checkpoint
+])
+def test_lab13_resume_judges_the_checkpoints_before_the_kills_step(
+        tmp_path: Path, killed_at: int, resumed: int, passes: bool) -> None:
+    spec = importlib.util.spec_from_file_location("lab13_check", LABS / "13-fault-tolerance"
+                                                  / "check.py")
+    assert spec and spec.loader
+    lab13 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab13)
+    run = make_run(tmp_path, "13-fault-tolerance", {}, meta={"kills": [
+        {"task": "worker:0", "step": killed_at, "global_step": killed_at}]})
+    (run / "logs").mkdir()
+    for task in ("worker-0", "worker-1"):
+        (run / "logs" / f"{task}.log").write_text(
+            f"PROGRESS step={killed_at}\n----- labctl: restarting worker:0 (restart 1)\n"
+            f"PROGRESS step={resumed}\n")
+    saved = {step: SimpleNamespace(prefix=Path(f"ckpt-{step}")) for step in (50, 100, 150)}
+    if passes:
+        assert "killed at step" in lab13.check_resume(lab13.Run(run), saved)
+    else:
+        with pytest.raises(Failed, match=f"started again at step {resumed}"):
+            lab13.check_resume(lab13.Run(run), saved)
