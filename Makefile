@@ -57,7 +57,7 @@ k8s-manifests: venv-dev ## regenerate labs/*/k8s (kustomize dirs) from `labctl r
 	$(BIN)/python -m labctl.k8s.static
 
 # The venv (pip) and the images (apt, debootstrap, docker build) are set up side by side.
-test: ## set up, then run the whole test suite (three lanes side by side)
+test: ## set up, then run the whole test suite (Molecule and Vagrant side by side)
 	$(MAKE) --no-print-directory -j2 venv-dev images
 	tests/support/run-tests.sh $(BIN)/pytest
 

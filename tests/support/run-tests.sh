@@ -1,28 +1,19 @@
 #!/usr/bin/env bash
-# `make test`: every suite, in three pytest sessions side by side, so that a 2-core CI host has
-# no idle core while the suite runs:
-#   main     every folder but the other lanes' (tests/unit, tests/labs, ...): mostly TensorFlow
-#            runs, CPU-bound with gaps (gRPC round trips, restarts, watchdogs); output streams;
-#   ansible  tests/ansible then tests/molecule: Ansible against systemd containers, about one
-#            core at a time, the rest waiting on Docker, dpkg and systemd;
-#   vagrant  tests/vagrant (the Vagrantfile booted on the docker provider, the same mix), then
-#            tests/docker and tests/k8s, so that main's last stretch alone is short.
-# The lanes share nothing (each its own containers, networks, subnets, state and runtime
-# directories). The buffered lanes' output follows when every lane has ended; the exit status is
-# 1 if any lane failed.
+# `make test`: every suite, in two phases, so that the wall time fits a 2-core CI host.
+#   1. Everything but Molecule and Vagrant, in one pytest session: the TensorFlow runs want both
+#      cores to themselves (their timeouts and the labs' watchdogs are sized for that).
+#   2. tests/molecule and tests/vagrant side by side: each keeps a core about busy (Ansible and
+#      the systemd containers) and waits on Docker the rest of the time, and they share nothing
+#      (their own containers, networks and subnets).
+# Phase 2 runs whatever phase 1 found; the exit status is 1 if any session failed.
 # Usage: run-tests.sh PYTEST [pytest options for every session]
 set -uo pipefail
 pytest=$1
 shift
+status=0
 
-declare -A lanes=(
-  [main]="tests --ignore=tests/ansible --ignore=tests/molecule --ignore=tests/vagrant
-         --ignore=tests/docker --ignore=tests/k8s --durations=25"
-  # No cache plugin outside main: sessions would write .pytest_cache at once.
-  [ansible]="tests/ansible tests/molecule -p no:cacheprovider --durations=10"
-  [vagrant]="tests/vagrant tests/docker tests/k8s -p no:cacheprovider --durations=10"
-)
-order=(main ansible vagrant)
+"$pytest" tests --ignore=tests/molecule --ignore=tests/vagrant --durations=25 "$@" || status=1
+echo "run-tests: phase 1 ended after ${SECONDS} s ($(date -u +%H:%M:%S) UTC)"
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
@@ -32,34 +23,25 @@ declare -A pids
 # cleans up its containers as a foreground one would.
 set -m
 trap 'kill -INT -- "${pids[@]/#/-}" 2>/dev/null' INT TERM
-for lane in "${order[@]}"; do
-  # shellcheck disable=SC2086  # the lane's arguments are words
-  if [[ $lane == main ]]; then
-    "$pytest" ${lanes[$lane]} "$@" &
-  else
-    "$pytest" ${lanes[$lane]} "$@" >"$logs/$lane" 2>&1 &
-  fi
-  pids[$lane]=$!
+for suite in molecule vagrant; do
+  # No cache plugin: two sessions would write .pytest_cache at once.
+  "$pytest" "tests/$suite" -p no:cacheprovider --durations=10 "$@" >"$logs/$suite" 2>&1 &
+  pids[$suite]=$!
 done
-echo "run-tests: lanes side by side:$(for l in "${order[@]}"; do printf ' %s (pid %s)' "$l" "${pids[$l]}"; done);" \
-  "main's output streams, the others' follows when all end"
-declare -A lane_of
-for lane in "${order[@]}"; do lane_of[${pids[$lane]}]=$lane; done
-status=0
-while ((${#pids[@]})); do
-  unset ended
-  wait -n -p ended "${pids[@]}"
-  code=$?
-  # A trapped signal ends `wait` early with no job named: wait again until every session ends.
-  [[ -n ${ended:-} ]] || continue
-  lane=${lane_of[$ended]}
-  unset "pids[$lane]"
+echo "run-tests: tests/molecule and tests/vagrant side by side (pids ${pids[*]}); their output follows when both end"
+for suite in molecule vagrant; do
+  # A trapped signal ends `wait` early (status > 128): wait again until the session has ended.
+  while true; do
+    wait "${pids[$suite]}"
+    code=$?
+    kill -0 "${pids[$suite]}" 2>/dev/null || break
+  done
   [[ $code -eq 0 ]] || status=1
-  echo "run-tests: lane $lane ended (exit $code) after ${SECONDS} s ($(date -u +%H:%M:%S) UTC)"
 done
-for lane in "${order[@]:1}"; do
+echo "run-tests: phase 2 ended after ${SECONDS} s in all"
+for suite in molecule vagrant; do
   echo
-  echo "===== lane $lane: ${lanes[$lane]} ====="
-  cat "$logs/$lane"
+  echo "===== tests/$suite ====="
+  cat "$logs/$suite"
 done
 exit "$status"
