@@ -25,9 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from labctl import labs, memory, preload, record
+from labctl import labs, memory, preload, procs, record
 from labctl.errors import UsageError
 from labctl.local import forking
 from labctl.states import RunStatus
@@ -80,19 +78,12 @@ def from_results(row: Row, results: dict[str, Any]) -> Row:
     return row
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def run_lab(lab: labs.Lab, workers: int, start: str, state: Path) -> Row:
     env = {**os.environ, "LABCTL_STATE_DIR": str(state)}
     plain = ["--no-preload"] if start == "plain" else []
     if start == "cold":
         for pid in preload.stop_all():  # each stops at once: none has a session
-            while _alive(pid):
+            while procs.running(pid):
                 time.sleep(0.05)
     proc = subprocess.run([sys.executable, "-m", "labctl", "run", lab.name, "--workers",
                            str(workers), "--quiet", *plain], env=env, capture_output=True,

@@ -56,6 +56,14 @@ def _mark(marks: str | None, pid: int) -> str | None:
         return None
 
 
+def running(pid: int) -> bool:
+    """Alive, not merely a zombie that its parent has yet to reap."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
