@@ -38,8 +38,8 @@ TAGS = {
     ("win32", "AMD64"): ["win_amd64"],
 }
 FOLDER = "wheels"  # in the bundle
-# What `make venv` installs besides the project's requirements: pip itself (it upgrades pip
-# first) and the build backend that the editable install of labctl needs.
+# What `make venv` installs besides the project's requirements and its build backend (which
+# build_requirements reads from pyproject.toml): pip itself, which it upgrades first.
 TOOLS = ("pip",)
 
 

@@ -19,7 +19,8 @@ from labctl.labs import REPO
 
 # Proxies that refuse: any request pip makes to an index fails at once. No pip configuration
 # file either: a machine's own (extra indexes, find-links) would be other places to look.
-NO_NETWORK = {"PIP_CONFIG_FILE": os.devnull,"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+NO_NETWORK = {"PIP_CONFIG_FILE": os.devnull,
+              "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
               "PIP_RETRIES": "0", "PIP_TIMEOUT": "2"}
 
