@@ -14,8 +14,9 @@ DIR/manifest.json (kind, source, architecture, file, size, sha256 of each item):
 - box, apt: listed with how to get them (a Vagrant box and apt packages need their own tools
   and a connected machine of that kind); not fetched.
 
-Pointing the roles at a bundle (containerd image import, an apt proxy, release archives from a
-local directory) is not part of this module yet.
+The roles read release archives and manifests from a bundle served over HTTP when
+kit_mirror_url is set (roles/versions/filter_plugins/mirror.py maps an upstream URL to the
+same path as Item.file; tests/ansible/test_mirror.py holds the two together).
 """
 
 from __future__ import annotations
@@ -96,11 +97,16 @@ def role_variables(arch: str) -> dict[str, Any]:
                     "inventory_hostname": "node", "groups": {}}
 
 
-def renderer(arch: str) -> Callable[[str], Any]:
-    """name -> `{{ name }}` rendered by Ansible's templating (ansible-core, from
-    requirements-dev) over role_variables(arch), read and trusted once."""
+def template_renderer(arch: str, **extra: Any) -> Callable[..., Any]:
+    """(template text, **variables) -> its value, rendered by Ansible's templating (ansible-core,
+    from requirements-dev) over role_variables(arch), `extra` and the call's own variables (a
+    loop's `item`), with the roles' filter plugins (such as `mirrored`) loaded."""
     from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import add_all_plugin_dirs
     from ansible.template import Templar, trust_as_template
+
+    for role in sorted((REPO / "roles").glob("*/filter_plugins")):
+        add_all_plugin_dirs(str(role.parent))
 
     def trusted(value: Any) -> Any:  # ansible-core 2.19 templates trusted strings only
         if isinstance(value, str):
@@ -111,8 +117,15 @@ def renderer(arch: str) -> Callable[[str], Any]:
             return {k: trusted(v) for k, v in value.items()}
         return value
 
-    templar = Templar(loader=DataLoader(), variables=trusted(role_variables(arch)))
-    return lambda name: templar.template(trust_as_template("{{ " + name + " }}"))
+    loader, base = DataLoader(), trusted(role_variables(arch) | extra)
+    return lambda text, **local: Templar(loader=loader, variables=base | trusted(local)).template(
+        trust_as_template(text))
+
+
+def renderer(arch: str, **extra: Any) -> Callable[[str], Any]:
+    """name -> `{{ name }}` rendered as template_renderer does."""
+    render = template_renderer(arch, **extra)
+    return lambda name: render("{{ " + name + " }}")
 
 
 def _sources(kind: str, value: Any) -> list[str]:

@@ -152,7 +152,8 @@ def render(cluster: Cluster, root: Path) -> Rendered:
     """Run render.yml and collect, per host, each template's text and the derived variables."""
     inventory = write_inventory(cluster, root)
     done = run(
-        "ansible-playbook", "-i", inventory, RENDER, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"
+        "ansible-playbook", "-i", inventory, RENDER, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_FILTER_PLUGINS=":".join(map(str, sorted(REPO.glob("roles/*/filter_plugins")))),
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     tasks = {t["task"]["name"]: t["hosts"] for t in json.loads(done.stdout)["plays"][0]["tasks"]}
