@@ -7,7 +7,9 @@ and as plain processes (`--no-preload`). See labctl.preload.
 
 Each lab runs through `labctl run LAB --workers N` in a state directory of its own (the
 attendee's runs stay untouched); the numbers come from the run's results.json (the success
-task's timings and test-accuracy history) and run.json (the launcher's wall time). The baseline
+task's timings, its start-up split into the interpreter's start, `import tensorflow` and the
+rest up to the first step (labkit.report), and its test-accuracy history) and run.json (the
+launcher's wall time). The baseline
 is labs/labkit/baseline.py. Prints a table, writes bench.json and bench.png under
 .labctl/bench/. Like the rest of labctl, it never imports TensorFlow.
 """
@@ -33,7 +35,8 @@ from labctl.states import RunStatus
 TARGET = 0.95
 DEFAULT_LABS = "04,05,06,07"
 COLUMNS = ("run", "status", "steps", "wall_s", "first_step_s", "task_start_s", "startup_s",
-           "steps_per_s", "vs_baseline", "to_0.95_s", "accuracy", "task_mib", "run_mib")
+           "python_s", "tf_import_s", "connect_s", "steps_per_s", "vs_baseline", "to_0.95_s",
+           "accuracy", "task_mib", "run_mib")
 START_MODES = ("cold", "forked", "plain")
 
 
@@ -50,6 +53,9 @@ class Row:
     # pre-imported interpreter's import; forked: a fork; plain: a fork and exec)
     startup_s: float | None = None  # success task start to its first training step (plain:
     # Python and TensorFlow imports and the cluster connection; forked: the connection only)
+    python_s: float | None = None  # the success task's process start to labkit's import
+    tf_import_s: float | None = None  # its `import tensorflow` (forked: 0, done by the server)
+    connect_s: float | None = None  # startup_s after the import: data, graph, server, cluster
     vs_baseline: float | None = None  # steps_per_s over the baseline's
     steps_per_sec: float | None = None  # global steps per second after the first step
     time_to_target_s: float | None = None  # launcher start to the first test accuracy >= 0.95
@@ -72,6 +78,9 @@ def time_to(history: list[list[float]], target: float) -> float | None:
 def from_results(row: Row, results: dict[str, Any]) -> Row:
     row.steps = results.get("global_step")
     row.startup_s = results.get("startup_s")
+    row.python_s = results.get("python_s")
+    row.tf_import_s = results.get("tf_import_s")
+    row.connect_s = results.get("connect_s")
     row.steps_per_sec = results.get("steps_per_sec")
     row.time_to_target_s = time_to(results.get("accuracy_history", []), TARGET)
     row.test_accuracy = results.get("test_accuracy")
@@ -133,7 +142,8 @@ def table(rows: list[Row]) -> str:
         return f"{value:.2f}" if isinstance(value, float) else str(value)
 
     lines = [[r.name, r.status, cell(r.steps), cell(r.wall_s), cell(r.first_step_s),
-              cell(r.task_start_s), cell(r.startup_s), cell(r.steps_per_sec),
+              cell(r.task_start_s), cell(r.startup_s), cell(r.python_s), cell(r.tf_import_s),
+              cell(r.connect_s), cell(r.steps_per_sec),
               cell(r.vs_baseline), cell(r.time_to_target_s),
               "-" if r.test_accuracy is None else f"{r.test_accuracy:.4f}",
               cell(r.task_mib), cell(r.run_mib)] for r in rows]
@@ -152,21 +162,26 @@ def chart(rows: list[Row], path: Path) -> None:
     rows = rows[::-1]
     fig, (times, speed, held) = plt.subplots(1, 3, figsize=(15, 0.45 * len(rows) + 1.5),
                                              sharey=True)
-    task_start = [r.task_start_s or 0 for r in rows]
-    startup = [r.startup_s or 0 for r in rows]
-    training = [max((r.wall_s or 0) - a - b, 0)
-                for r, a, b in zip(rows, task_start, startup, strict=True)]
-    times.barh(names, task_start, color="#e8e8e8", label="to the task's start (forked: import)")
-    times.barh(names, startup, left=task_start, color="#b0b0b0",
-               label="task start to first step (plain: imports too)")
-    times.barh(names, training, left=[a + b for a, b in zip(task_start, startup, strict=True)],
-               color="#4c72b0", label="training and shutdown")
+    # One bar per run, its parts end to end: launcher to task start, the task's start-up split
+    # (labkit's import, then TensorFlow's, then the rest up to the first step), training.
+    parts = [("to the task's start (cold: the server's import)", "#e8e8e8",
+              [r.task_start_s or 0 for r in rows]),
+             ("Python start", "#d0d0d0", [r.python_s or 0 for r in rows]),
+             ("import tensorflow", "#a0a0a0", [r.tf_import_s or 0 for r in rows]),
+             ("data, graph, cluster connection", "#707070",
+              [(r.connect_s if r.connect_s is not None else r.startup_s) or 0 for r in rows])]
+    left = [0.0] * len(rows)
+    for label, color, widths in parts:
+        times.barh(names, widths, left=left, color=color, label=label)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    times.barh(names, [max((r.wall_s or 0) - a, 0) for r, a in zip(rows, left, strict=True)],
+               left=left, color="#4c72b0", label="training and shutdown")
     reached = [(r.time_to_target_s, n) for r, n in zip(rows, names, strict=True)
                if r.time_to_target_s is not None]
     times.scatter([t for t, _ in reached], [n for _, n in reached], marker="|", s=200,
                   color="#dd4444", zorder=3, label=f"test accuracy {TARGET} reached")
     times.set_xlabel("seconds")
-    times.legend(loc="lower right", fontsize=8)
+    times.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, fontsize=8)
     speed.barh(names, [r.steps_per_sec or 0 for r in rows], color="#55a868")
     speed.set_xlabel("global steps per second")
     held.barh(names, [r.run_mib or 0 for r in rows], color="#c8c8e8", label="whole run")
@@ -176,7 +191,7 @@ def chart(rows: list[Row], path: Path) -> None:
     held.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"labs vs single-process baseline ({os.cpu_count()} cores)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend below the bars
     plt.close(fig)
 
 

@@ -15,3 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's fused kernels pay off for large convolutions, not for a 64-unit MLP; with them off
 # TensorFlow also drops the start-up lines it prints before its log settings apply.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+# The task's clocks: its start, and how long `import tensorflow` takes (labkit.report).
+from labkit import report  # noqa: F401

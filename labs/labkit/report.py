@@ -5,14 +5,76 @@ The formats are the launcher contract in labs/README.md. No TensorFlow here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
 import time
+from importlib.abc import Loader
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 START = time.monotonic()  # the task's start: labkit is imported before TensorFlow
+
+
+def _process_age() -> float | None:
+    """Seconds from this process's start (its fork) to now, at labkit's import: the
+    interpreter's own start. Linux only (/proc/self/stat's starttime, in clock ticks since
+    boot, against CLOCK_BOOTTIME); None elsewhere."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22; fields[0] is field 3
+        return round(max(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 0.0), 3)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+PYTHON_S = _process_age()
+# Seconds `import tensorflow` took in this process; 0.0 when it was imported before labkit (a
+# task forked from labctl's pre-imported interpreter), None until it has been imported.
+tf_import_s: float | None = 0.0 if "tensorflow" in sys.modules else None
+
+
+class _TimedLoader(Loader):
+    """Runs tensorflow's own loader and records how long the package's import took (its
+    submodules are imported inside it); then steps aside, the module keeps the real loader."""
+
+    def __init__(self, loader: Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        global tf_import_s
+        began = time.monotonic()
+        module.__loader__ = self.loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self.loader
+        try:
+            self.loader.exec_module(module)
+        finally:
+            tf_import_s = round(time.monotonic() - began, 3)
+
+
+class _ImportClock:
+    """A meta-path finder for the one name `tensorflow`: finds it as Python would, with the
+    clock around its loader. Removes itself at the first lookup."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _TimedLoader(spec.loader)
+        return spec
+
+
+if tf_import_s is None:
+    sys.meta_path.insert(0, _ImportClock())
 
 
 def time_since_start() -> float:
@@ -68,15 +130,22 @@ class Progress:
                 fields.append(f"accuracy={self.accuracy:.4f}")
             print("PROGRESS", *fields, flush=True)
 
-    def timings(self, steps: int | None = None) -> dict[str, float]:
-        """wall_time_s, startup_s and steps_per_sec (over `steps`, the global step by default)."""
+    def timings(self, steps: int | None = None) -> dict[str, float | None]:
+        """wall_time_s, startup_s and steps_per_sec (over `steps`, the global step by default),
+        and start-up's parts: python_s (process start to labkit's import: the interpreter),
+        tf_import_s, and connect_s (the rest of startup_s: data, graph, server and the
+        connection to the cluster, up to the first step)."""
         now = time.monotonic()
         first = self.first_step_at or now
         steps = self.step if steps is None else steps
+        startup = round(first - START, 3)
         return {
             "wall_time_s": round(now - START, 3),
-            "startup_s": round(first - START, 3),
+            "startup_s": startup,
             "steps_per_sec": round(steps / max(now - first, 1e-9), 2),
+            "python_s": PYTHON_S,
+            "tf_import_s": tf_import_s,
+            "connect_s": None if tf_import_s is None else round(startup - tf_import_s, 3),
         }
 
 

@@ -162,8 +162,14 @@ def test_bench_records_a_lab_and_its_baseline(tmp_path: Path) -> None:
     cold, forked, plain, _ = rows
     for row in (cold, forked, plain):
         assert row["first_step_s"] == round(row["task_start_s"] + row["startup_s"], 2)
+        # The start-up split: TensorFlow's import and the rest make up startup_s.
+        assert 0 < row["python_s"] < 5
+        assert abs(row["tf_import_s"] + row["connect_s"] - row["startup_s"]) <= 0.002
+        assert 0 < row["connect_s"] <= row["startup_s"]
         assert row["first_step_s"] <= row["time_to_target_s"]  # both from the launcher's start
         assert row["vs_baseline"] > 0
+    # A plain task imports TensorFlow itself (seconds); a forked one finds it imported.
+    assert plain["tf_import_s"] > 1 and cold["tf_import_s"] == forked["tf_import_s"] == 0
     # A forked task finds TensorFlow imported: the import moved out of its start-up, into the
     # server's start on the first run, and out of the way on the next.
     assert max(cold["startup_s"], forked["startup_s"]) < plain["startup_s"]
