@@ -32,11 +32,14 @@ def wait_for_boot(name: str, timeout: float = 120) -> None:
 
 
 @contextmanager
-def systemd_node(prefix: str, directory: Path, host: str = "node-1") -> Iterator[str]:
-    """Start the container, write DIRECTORY/hosts.yml naming it `host`; yield its name."""
+def systemd_node(prefix: str, directory: Path, host: str = "node-1",
+                 docker_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Start the container (`docker run` with `docker_args` too, such as a --network), write
+    DIRECTORY/hosts.yml naming it `host`; yield its name."""
     name = f"{prefix}-{os.getpid()}"
     started = subprocess.run(
-        ["docker", "run", "-d", "--name", name, *SYSTEMD_ARGS, "local/debian-systemd:latest"],
+        ["docker", "run", "-d", "--name", name, *SYSTEMD_ARGS, *docker_args,
+         "local/debian-systemd:latest"],
         capture_output=True, text=True, check=False,
     )
     if started.returncode != 0:

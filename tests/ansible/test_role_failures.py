@@ -121,6 +121,20 @@ CASES = {
         "a checksum for linux-amd64 in etcd_release_sha256 (it has arm64)",
         {"etcd_release_sha256": {"arm64": "0" * 64}, "etcd_group": "kube_control_plane"},
     ),
+    "containerd releases from a mirror that is no URL": Case(
+        "containerd",
+        "main",
+        {"node-1": {}},
+        "kit_mirror_url '192.168.56.1:8000' is not an http(s) URL; set it to the address",
+        {"kit_mirror_url": "192.168.56.1:8000", "containerd_install_method": "release"},
+    ),
+    "apt proxy that is no URL": Case(
+        "common",
+        "packages",
+        {"node-1": {}},
+        "common: common_apt_proxy 192.168.56.1:3142 is not a proxy URL such as",
+        {"common_apt_proxy": "192.168.56.1:3142"},
+    ),
     "CNI manifest unreachable": Case(
         "cni",
         "main",

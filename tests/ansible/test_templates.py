@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 NAT_ADDRESS = "10.0.2.15"  # VirtualBox's NAT address: the decoy every host also "has"
 KUBE_VERSION = versions.get("kube_version")
 CONTAINERD_VERSIONS = ["1.7.22", "2.0.5", versions.get("containerd_release_version")]
+APT_PROXY = "http://192.168.56.1:3142"  # apt-cacher-ng on the host's private address
 # One mirror for a room of clusters, a second registry with two, and the catch-all namespace.
 MIRRORS = {
     "docker.io": ["https://mirror.example:5000"],
@@ -133,6 +134,7 @@ def write_inventory(cluster: Cluster, root: Path) -> Path:
         "etcd_external": True,
         **{k: v for k, v in sample_group_vars().items() if k.startswith("etcd_external_")},
         "common_ntp_servers": ["ntp.example.org"],
+        "common_apt_proxy": APT_PROXY,
         "control_plane_kubelet_config": {"serverTLSBootstrap": True},
         "render_containerd_versions": CONTAINERD_VERSIONS,
         "containerd_registry_mirrors": MIRRORS,
@@ -201,6 +203,13 @@ def test_every_template_is_rendered(rendered: Any) -> None:
         for name in out[cluster.first]
     }
     assert templates <= names, f"not rendered: {sorted(templates - names)}"
+
+
+def test_apt_goes_through_the_proxy_for_http_only(rendered: Any) -> None:
+    cluster, out = rendered
+    lines = [line for line in out[cluster.first]["common/apt-proxy.conf"].splitlines()
+             if not line.startswith("//")]
+    assert lines == [f'Acquire::http::Proxy "{APT_PROXY}";']
 
 
 def test_no_rendered_file_holds_the_nat_address(rendered: Any) -> None:
