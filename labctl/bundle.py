@@ -42,7 +42,8 @@ from labctl import wheelhouse
 from labctl.labs import REPO
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
-ARCH_OF = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}  # platform.machine() -> kit's
+# platform.machine() -> kit's name: Linux's names, and macOS's own for arm64.
+ARCH_OF = {machine: arch for arch, machine in ARCHES.items()} | {"arm64": "arm64"}
 # The variables that name what the roles download, by kind. A variable holding a URL or an
 # image that is not here (nor in test_bundle's list of non-downloads) fails the coverage test.
 PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts")}

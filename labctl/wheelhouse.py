@@ -12,6 +12,7 @@ evaluated here for each target, as `pip install .[labs]` would there.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -43,6 +44,7 @@ FOLDER = "wheels"  # in the bundle
 TOOLS = ("pip",)
 
 
+@functools.cache
 def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -80,7 +82,8 @@ def name(laptop: platforms.Laptop, python: str) -> str:
 
 
 def target(named: str) -> tuple[platforms.Laptop, str]:
-    return next(t for t in targets() if name(*t) == named)
+    """The target of that name(); a name no target has is a programming error (KeyError)."""
+    return {name(*t): t for t in targets()}[named]
 
 
 def _pip(*args: str) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 from _signals import sigint_as_from_a_terminal
 
 from labctl import procs
-from labctl.procs import running as alive  # noqa: F401  (the tests' name for it)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LABCTL = [sys.executable, "-m", "labctl"]

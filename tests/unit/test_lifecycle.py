@@ -17,13 +17,14 @@ import pytest
 from _labctl import (
     FIXTURES,
     LABCTL,
-    alive,
     labctl_env,
     leftovers,
     run_json,
     start,
     tasks_by_name,
 )
+
+from labctl import procs
 
 
 @pytest.fixture(autouse=True, params=["pdeathsig", "pipe", "preload"])
@@ -140,7 +141,7 @@ def test_tasks_ignoring_sigterm_and_grandchildren_are_killed(labctl, state: Path
     pidfiles = list(output.glob("grandchild-*.pid"))
     assert len(pidfiles) == 2
     for pidfile in pidfiles:
-        assert not alive(int(pidfile.read_text()))
+        assert not procs.running(int(pidfile.read_text()))
 
 
 def _wait_for_tasks(state: Path, count: int) -> None:

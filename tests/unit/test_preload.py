@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _labctl import LABCTL, alive, labctl_env, leftovers
+from _labctl import LABCTL, labctl_env, leftovers
 
 from labctl import preload, procs, taskenv
 
@@ -69,7 +69,7 @@ def servers() -> list[tuple[int, str, tuple[str, ...]]]:
 def gone(pid: int, within_s: float = 10) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not procs.running(pid):
             return True
         time.sleep(0.05)
     return False
@@ -298,7 +298,7 @@ def test_a_server_exits_once_idle_after_its_last_session(tmp_path: Path) -> None
     hello = json.loads(sock.recv(4096))
     server = json.loads((own / "info.json").read_text())["pid"]
     time.sleep(1.5)  # three times IDLE_S: a server with a session open is not idle
-    assert hello["ready"] and alive(server) and alive(hello["pid"])
+    assert hello["ready"] and procs.running(server) and procs.running(hello["pid"])
     assert (key.parent / "idletest.sock").exists()
     sock.close()
     assert gone(hello["pid"]) and gone(server) and not own.exists()
@@ -332,7 +332,7 @@ def test_clean_stops_the_servers_and_a_running_session_ends_first(tmp_path: Path
             assert second.usable(env) and psutil.Process(second.pid).ppid() != server
         finally:
             second.close()
-        assert task.wait(timeout=30) == 0 and alive(server)
+        assert task.wait(timeout=30) == 0 and procs.running(server)
     finally:
         session.close()
     assert gone(server)
