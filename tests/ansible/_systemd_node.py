@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _venv import run
 
 SYSTEMD_ARGS = ["--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                 "--tmpfs", "/run", "--tmpfs", "/run/lock"]
@@ -62,3 +65,13 @@ def role_play(directory: Path, role: str, tasks_from: str) -> Path:
         "tasks": [{"ansible.builtin.include_role": {"name": role, "tasks_from": tasks_from}}],
     }]))
     return path
+
+
+def converge(directory: Path, *args: str, **variables: object) -> tuple[int, str, int]:
+    """ansible-playbook DIRECTORY/play.yml on DIRECTORY/hosts.yml, `variables` as extra vars and
+    `args` (such as --check) after them: (exit code, output, the recap's changed= count or -1)."""
+    done = run("ansible-playbook", "-i", directory / "hosts.yml", directory / "play.yml",
+               "-e", json.dumps(variables), *args)
+    out = done.stdout + done.stderr
+    changed = re.search(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
+    return done.returncode, out, int(changed.group(1)) if changed else -1

@@ -12,18 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _systemd_node import role_play, systemd_node
-from _venv import run
+from _docker import docker
+from _systemd_node import converge, role_play, systemd_node
 
 from labctl.labs import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 PORT = 3142
 PROXY_FILE = "/etc/apt/apt.conf.d/01-tf-k8s-proxy"
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
@@ -66,10 +62,9 @@ def test_packages_come_through_the_proxy_and_nothing_else(
         assert reach.returncode != 0, "the node reaches Debian's archive without the proxy"
         role_play(tmp_path, "common", "packages")
         # The image's apt lists are empty but fresh: valid time 0 has the role update them.
-        done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
-                   "-e", f"common_apt_proxy={url}", "-e", "common_apt_cache_valid_time=0",
-                   "-e", "common_boot_apt_timeout=5")
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        rc, out, _ = converge(tmp_path, common_apt_proxy=url, common_apt_cache_valid_time=0,
+                              common_boot_apt_timeout=5)
+        assert rc == 0, out[-3000:]
         assert docker("exec", node, "dpkg-query", "-W", "-f", "${Status}", "nfs-common") == (
             "install ok installed")
         assert f'Acquire::http::Proxy "{url}";' in docker("exec", node, "cat", PROXY_FILE)
@@ -79,8 +74,7 @@ def test_packages_come_through_the_proxy_and_nothing_else(
         assert any(line.split()[2].endswith(".deb") for line in fetched), fetched[-5:]
 
         # No proxy set any more: the setting goes (the packages are in, the lists fresh).
-        done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
-                   "-e", "common_boot_apt_timeout=5")
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        rc, out, _ = converge(tmp_path, common_boot_apt_timeout=5)
+        assert rc == 0, out[-3000:]
         assert subprocess.run(["docker", "exec", node, "test", "-e", PROXY_FILE],
                               check=False).returncode == 1

@@ -13,17 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _systemd_node import role_play, systemd_node
-from _venv import run
+from _systemd_node import converge, role_play, systemd_node
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 DROP_IN = "/etc/systemd/system/apt-daily.service.d"
-
-
-def converge(directory: Path, timeout: int) -> tuple[int, str]:
-    done = run("ansible-playbook", "-i", directory / "hosts.yml", directory / "play.yml",
-               "-e", f"common_boot_apt_timeout={timeout}")
-    return done.returncode, done.stdout + done.stderr
 
 
 # The unit is busy for `busy` seconds. Where the role gives up, the unit stays busy far longer than
@@ -45,7 +38,7 @@ def test_first_apt_task_waits_for_apt_daily(
             check=True, capture_output=True,
         )
         started = time.monotonic()
-        rc, out = converge(tmp_path, timeout)
+        rc, out, _ = converge(tmp_path, common_boot_apt_timeout=timeout)
         elapsed = time.monotonic() - started
         if waits:
             assert rc == 0, out[-3000:]

@@ -10,14 +10,13 @@ role's logic (which packages, which guard, idempotence) against that packaging, 
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _systemd_node import converge as systemd_converge
 from _systemd_node import role_play, systemd_node
-from _venv import run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BRANCH = "580"
@@ -78,11 +77,8 @@ def gpu_node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]
 
 
 def converge(tmp_path: Path) -> tuple[int, str, int]:
-    done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
-               "-e", f"nvidia_gpu_driver_branch={BRANCH} nvidia_gpu_reboot_for_driver=false")
-    out = done.stdout + done.stderr
-    changed = re.search(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
-    return done.returncode, out, int(changed.group(1)) if changed else -1
+    return systemd_converge(tmp_path, nvidia_gpu_driver_branch=BRANCH,
+                            nvidia_gpu_reboot_for_driver=False)
 
 
 def test_driver_step_installs_nvidia_smi_once(gpu_node: tuple[str, Path]) -> None:

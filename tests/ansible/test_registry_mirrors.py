@@ -9,16 +9,14 @@ containerd itself reading these files is molecule/containerd's part (tests/infra
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _systemd_node import converge as systemd_converge
 from _systemd_node import role_play, systemd_node
-from _venv import run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 CERTS = "/etc/containerd/certs.d"
@@ -40,11 +38,7 @@ def node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def converge(tmp_path: Path, mirrors: object, *args: str) -> tuple[int, str, int]:
-    done = run("ansible-playbook", "-i", tmp_path / "hosts.yml", tmp_path / "play.yml",
-               "-e", json.dumps({"containerd_registry_mirrors": mirrors}), *args)
-    out = done.stdout + done.stderr
-    changed = re.search(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
-    return done.returncode, out, int(changed.group(1)) if changed else -1
+    return systemd_converge(tmp_path, *args, containerd_registry_mirrors=mirrors)
 
 
 def tree(container: str) -> dict[str, str]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _docker import docker
 from _prereqs import missing
 
 from labctl.rehearse import plan as rehearsal_plan
@@ -167,10 +168,6 @@ class Cluster:
             "network", "ls", "--filter", f"label={LABEL}={self.project}", "--format", "{{.Name}}"
         ).split()
         return sorted({n for n in named if n == self.network} | set(labelled))
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
 
 
 def vagrant_env(config: Config) -> dict[str, str]:
