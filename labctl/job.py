@@ -246,13 +246,17 @@ class Controller:
         if timeout and self.tracker.stalled(now, timeout):
             silent = [self.states[t]
                       for t in self.tracker.not_reporting(self.spec.tasks, now, timeout)]
-            names = ", ".join(f"{s.spec.name} ({s.status})" for s in silent)
+            # a dead task that never reports (a ps) is the likeliest cause: name it too
+            dead = [s for s in self.states.values()
+                    if s.status == TaskStatus.FAILED and s not in silent]
+            names = ", ".join(f"{s.spec.name} ({s.status})" for s in silent + dead)
             if not self.tracker.last_report:
                 what = f"no task reported progress within {now - self.started:.0f} s of start"
             else:
                 what = f"global step stuck at {self.tracker.global_step} for {timeout:g} s"
             # show the output of a task that died, else of one that said something
-            shown = sorted(silent, key=lambda s: (s.status == TaskStatus.RUNNING, not s.tail))
+            shown = sorted(silent + dead,
+                           key=lambda s: (s.status == TaskStatus.RUNNING, not s.tail))
             raise JobFailed(f"stalled: {what}; not reporting: {names}",
                             shown[0] if shown else None)
         if self.spec.timeout_s and now - self.started >= self.spec.timeout_s:

@@ -127,6 +127,14 @@ def test_watchdog_names_the_silent_tasks(labctl, state: Path) -> None:
     assert run_json(state, "02-fake")["reason"].startswith("stalled")
 
 
+def test_watchdog_names_a_dead_task_that_never_reported(labctl, state: Path) -> None:
+    proc = labctl("run", "02", "--stall-timeout", "2", "--kill", "ps:0@10", "--max-restarts", "0",
+                  env={"FAKE_HANG": "worker:0,worker:1"})
+    assert proc.returncode == 1
+    assert "not reporting: worker:0 (running), worker:1 (running), ps:0 (failed)" in proc.stderr
+    assert "last lines of ps:0" in proc.stderr  # the dead task's output, not a hung worker's
+
+
 def test_progressless_lab_has_an_overall_timeout(labctl) -> None:
     proc = labctl("launch", "--workers", "1", "--timeout", "2", "--", "sleep", "30")
     assert proc.returncode == 1 and "timed out after 2 s" in proc.stderr
