@@ -10,7 +10,7 @@ INVENTORY ?= inventory/vagrant
 # `make labs BUNDLE=DIR`: the labs' venv from the venue bundle's wheels only, no index asked.
 PIP_FROM_BUNDLE = $(if $(BUNDLE),--no-index --find-links $(BUNDLE)/wheels)
 
-.PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench bundle verify rehearse molecule vagrant-docker clean
+.PHONY: help venv venv-dev doctor labs test lint docker tools images lab-image k8s-manifests bench bundle serve-bundle verify rehearse molecule vagrant-docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ bench: venv ## benchmark labs 04-07, forked and plain (wall, start-up, steps/s v
 bundle: PIP_FROM_BUNDLE =
 bundle: venv-dev ## on a connected machine: fetch the venue bundle into BUNDLE (default .labctl/bundle), with manifest.json
 	$(BIN)/python -m labctl.bundle fetch --out $(or $(BUNDLE),.labctl/bundle)
+
+# At the venue: the bundle's files (kit_mirror_url) and images (a registry mirror) to the nodes.
+serve-bundle: venv ## serve the venue bundle BUNDLE (default .labctl/bundle) on BIND (default 127.0.0.1), port 8000
+	$(BIN)/python -m labctl.bundle serve $(or $(BUNDLE),.labctl/bundle) --bind $(or $(BIND),127.0.0.1)
 
 verify: venv-dev ## run the testinfra suite against a cluster (INVENTORY=..., STAGES=a,b to limit)
 	$(if $(filter environment%,$(origin STAGES)),$(error STAGES is set in the environment, which would narrow a full verify silently: unset it, or pass it on the command line (make verify STAGES=...)))

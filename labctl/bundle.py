@@ -5,7 +5,9 @@ variables (roles/*/defaults and vars, versions.yml) with Ansible's templating fo
 architecture the kit supports, so the list follows every version bump;
 tests/unit/test_bundle.py scans the roles, the lab manifests and versions.yml for any URL or
 image the plan misses. `fetch --out DIR` downloads what can be fetched into DIR and writes
-DIR/manifest.json (kind, source, architecture, file, size, sha256 of each item):
+DIR/manifest.json (kind, source, architecture, file, size, sha256 of each item). `serve DIR`
+serves a fetched bundle to the nodes (labctl/registry.py): its files, and its images as a
+registry mirror:
 
 - release, manifest, key: files the roles download or apply (HTTP GET);
 - image: OCI images the cluster and the labs run (`docker pull` unless present, `docker save`);
@@ -244,6 +246,37 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
     return manifest
 
 
+def serve(bundle: Path, bind: str, port: int) -> int:
+    """Serve `bundle` until interrupted (labctl/registry.py)."""
+    from labctl import registry
+
+    if not (bundle / "images").is_dir():
+        print(f"bundle: {bundle}/images does not exist: name the folder `make bundle` filled",
+              file=sys.stderr)
+        return 2
+    try:
+        store = registry.load(bundle / "images")
+        httpd = registry.server(bundle, store, bind, port)
+    except registry.ArchiveError as err:
+        print(f"bundle: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"bundle: cannot serve on {bind}:{port}: {err.strerror}; pick another --bind or "
+              "--port", file=sys.stderr)
+        return 2
+    url = f"http://{bind}:{port}"
+    print(f"bundle: serving {bundle} on {url} ({len(store.tags)} image tag(s)); in the inventory:\n"
+          f"  kit_mirror_url: {url}\n"
+          f"  containerd_registry_mirrors: {{_default: [\"{url}\"]}}", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labctl.bundle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--kind", action="append", choices=FETCHED,
                    help="only these kinds (repeatable; default all)")
+    p = sub.add_parser("serve", help="serve a fetched bundle on the venue network: its files "
+                                     "(kit_mirror_url) and its images as a registry mirror")
+    p.add_argument("bundle", type=Path, metavar="DIR")
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="the address the nodes reach, e.g. 192.168.56.1 (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.bundle, args.bind, args.port)
     try:
         items = plan()
     except ImportError:
