@@ -10,6 +10,8 @@ serves a fetched bundle to the nodes (labctl/registry.py): its files, and its im
 registry mirror:
 
 - release, manifest, key: files the roles download or apply (HTTP GET);
+- repo: a flat apt repository the roles install from (pkgs.k8s.io), copied in part and byte
+  for byte: its signed index and the packages installed from it (labctl/apt_mirror.py);
 - image: OCI images the cluster and the labs run (`docker pull` unless present, `docker save`);
 - wheel: the labs' Python wheels for each supported laptop and Python (labctl/wheelhouse.py),
   into one folder, wheels/, which `make labs BUNDLE=DIR` installs from with no index;
@@ -40,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from labctl import wheelhouse
+from labctl import apt_mirror, wheelhouse
 from labctl.labs import REPO
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
@@ -52,14 +54,17 @@ PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts")}
 ANY_ARCH = {
     "manifest": ("cni_flannel_manifest_url", "cni_calico_crds_url", "cni_calico_operator_url",
                  "metrics_server_manifest_url"),
-    "key": ("_kubernetes_apt_key_url", "nvidia_gpu_toolkit_key_url"),
-    "apt": ("_kubernetes_apt_repo_url", "nvidia_gpu_toolkit_repo"),
+    "key": ("nvidia_gpu_toolkit_key_url",),
+    "repo": ("_kubernetes_apt_repo_url",),
+    "apt": ("nvidia_gpu_toolkit_repo",),
     "image": ("_containerd_sandbox_image", "nfs_provisioner_image",
               "nfs_provisioner_smoke_image", "nvidia_gpu_device_plugin_image",
               "nvidia_gpu_smoke_image", "lab_images_all", "lab_images_gpu"),
 }
+# What each mirrored repository must hold: the packages its role installs (apt's NAME=VERSION).
+REPO_PACKAGES = {"_kubernetes_apt_repo_url": "_kubernetes_package_specs + kubernetes_tool_packages"}
 KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
-FETCHED = ("release", "manifest", "key", "image", "wheel")
+FETCHED = ("release", "manifest", "key", "repo", "image", "wheel")
 IMAGE_LINE = re.compile(r"^\s*(?:-\s*)?image:\s*[\"']?([^\s\"'#]+)", re.MULTILINE)
 HOW = {
     "box": "vagrant box add --provider P --box-version V NAME on a connected machine, then "
@@ -74,6 +79,7 @@ class Item:
     kind: str
     source: str  # a URL, an image reference, or a box (name@version provider)
     arch: str = "any"
+    packages: tuple[str, ...] = ()  # a repo's: what apt installs from it (NAME or NAME=VERSION)
 
     @property
     def file(self) -> str:
@@ -83,8 +89,8 @@ class Item:
             return f"images/{name}.tar"
         if self.kind == "wheel":  # one folder for every laptop's wheels
             return wheelhouse.FOLDER
-        if self.kind in FETCHED:
-            host_path = self.source.split("://", 1)[1]
+        if self.kind in FETCHED:  # as roles/versions/filter_plugins/mirror.py maps the URL
+            host_path = self.source.split("://", 1)[1].replace(":", "_")
             return f"{self.kind}s/{host_path}"
         return ""
 
@@ -155,8 +161,9 @@ def plan() -> list[Item]:
     render = renders["amd64"]
     for kind, names in ANY_ARCH.items():
         for name in names:
+            packages = tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
             for source in _sources(kind, render(name)):
-                items[Item(kind, source)] = None
+                items[Item(kind, source, packages=packages)] = None
     # kubeadm pulls the control plane's images itself: REPO/COMPONENT:vVERSION with its default
     # imageRepository and the ClusterConfiguration's kubernetesVersion (kubeadm's
     # cmd/kubeadm/app/images/images.go, as `kubeadm config images list` prints them).
@@ -211,7 +218,8 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
     items = list(items)
     entries = []
     for n, item in enumerate(items, 1):
-        entry: dict[str, Any] = asdict(item)
+        entry: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v
+                                 for k, v in asdict(item).items() if v != ()}
         if item.kind not in FETCHED:
             entries.append(entry | {"fetched": False, "how": HOW[item.kind]})
             continue
@@ -220,6 +228,8 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
         try:
             if item.kind == "wheel":
                 files = wheelhouse.fetch(*wheelhouse.target(item.source), dest)
+            elif item.kind == "repo":
+                files = apt_mirror.fetch(item.source, item.packages, dest)
             elif not dest.is_file():
                 if item.kind == "image":
                     _save_image(item.source, dest)
@@ -228,9 +238,10 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
         except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
             entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
             continue
-        if item.kind == "wheel":  # the files that laptop installs, some shared with others
+        if item.kind in ("wheel", "repo"):  # a folder: wheels some laptops share, a repo's files
             entries.append(entry | {"fetched": True, "files": [
-                {"file": f"{item.file}/{f.name}", "size": f.stat().st_size, "sha256": _sha256(f)}
+                {"file": f"{item.file.rstrip('/')}/{f.relative_to(dest).as_posix()}",
+                 "size": f.stat().st_size, "sha256": _sha256(f)}
                 for f in files]})
             continue
         entries.append(entry | {"fetched": True, "file": item.file,

@@ -1,7 +1,9 @@
-"""kit_mirror_url, the venue bundle's mirror: with it set, every release archive and manifest
-the roles' tasks fetch comes from it, at the path where `make bundle` put the file
-(labctl/bundle.py, Item.file); without it, from upstream. The tasks' own `url`/`checksum`
-fields are rendered with Ansible's templating and the roles' variables, loops included.
+"""kit_mirror_url, the venue bundle's mirror: with it set, every release archive, manifest and
+apt repository the roles' tasks fetch comes from it, at the path where `make bundle` put the
+file (labctl/bundle.py, Item.file); without it, from upstream. (A repository's own fetch is
+its Release.key: apt reads the rest; tests/ansible/test_kubernetes_mirror.py runs that.) The
+tasks' own `url`/`checksum` fields are rendered with Ansible's templating and the roles'
+variables, loops included.
 molecule/containerd_release converges the release install offline from such a mirror."""
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from labctl import bundle
 from labctl.labs import REPO
 
 MIRROR = "http://192.0.2.1:8000"
-MIRRORED = ("release", "manifest")
+MIRRORED = ("release", "manifest", "repo")
 FETCHING = ("ansible.builtin.get_url", "ansible.builtin.uri")
 mirrored = runpy.run_path(str(REPO / "roles/versions/filter_plugins/mirror.py"))["mirrored"]
 
@@ -48,10 +50,16 @@ def planned(arch: str) -> list[bundle.Item]:
     return [i for i in bundle.plan() if i.kind in MIRRORED and i.arch in (arch, "any")]
 
 
+def task_url(item: bundle.Item, base: str = "") -> str:
+    """What a task fetches of `item`, upstream or (with `base`, the mirror) from the bundle."""
+    url = f"{base}/{item.file}" if base else item.source
+    return url + ("Release.key" if item.kind == "repo" else "")
+
+
 @pytest.mark.parametrize("arch", list(bundle.ARCHES))
 def test_without_a_mirror_the_roles_fetch_upstream(arch: str) -> None:
-    sources = {i.source for i in planned(arch)}
-    assert len(sources) >= 8
+    sources = {task_url(i) for i in planned(arch)}
+    assert len(sources) >= 9
     assert sources <= fetched(arch), "a planned download no task fetches"
 
 
@@ -59,8 +67,8 @@ def test_without_a_mirror_the_roles_fetch_upstream(arch: str) -> None:
 def test_with_a_mirror_every_release_and_manifest_comes_from_it(arch: str) -> None:
     urls = fetched(arch, kit_mirror_url=MIRROR)
     items = planned(arch)
-    assert sorted(urls & {i.source for i in items}) == [], "fetched upstream despite the mirror"
-    assert {f"{MIRROR}/{i.file}" for i in items} <= urls
+    assert sorted(urls & {task_url(i) for i in items}) == [], "fetched upstream despite the mirror"
+    assert {task_url(i, MIRROR) for i in items} <= urls
 
 
 def test_the_filter() -> None:

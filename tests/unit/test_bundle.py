@@ -65,7 +65,7 @@ def test_the_plan_has_each_kind_for_each_architecture() -> None:
     items = bundle.plan()
     kinds = {(i.kind, i.arch) for i in items}
     assert {("release", "amd64"), ("release", "arm64"), ("manifest", "any"),
-            ("image", "any"), ("box", "any"), ("key", "any"), ("wheel", "amd64"),
+            ("image", "any"), ("box", "any"), ("key", "any"), ("repo", "any"), ("wheel", "amd64"),
             ("wheel", "arm64")} <= kinds
     tf = versions.get("tensorflow_version")
     assert {f"tensorflow/tensorflow:{tf}", f"tensorflow/serving:{tf}",

@@ -354,7 +354,7 @@ def test_online_stage_fails_at_once_offline(cluster: Cluster) -> None:
         if outcome.get("failed")
     }
     ((task, message),) = failed  # one task, one message, on every node
-    assert task == "kubernetes : Fail early when pkgs.k8s.io is unreachable"
+    assert task == "kubernetes : Fail early when the repository is unreachable"
     minor = ".".join(OFFLINE_KUBE["K8S_VERSION"].split(".")[:2])
     assert message.startswith(
         f"kubernetes: cannot reach https://pkgs.k8s.io/core:/stable:/v{minor}/deb/Release.key"

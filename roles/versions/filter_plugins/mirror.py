@@ -1,6 +1,8 @@
 """`url | mirrored(kind, kit_mirror_url)`: where a download comes from when the venue serves the
 kit's bundle (`make bundle`) over HTTP: <mirror>/<kind>s/<host>/<path>, the layout of the
-bundle's folders (labctl/bundle.py, Item.file); the URL itself when no mirror is set."""
+bundle's folders (labctl/bundle.py, Item.file; a colon, as in pkgs.k8s.io's "core:/stable:",
+becomes "_" there, since a FAT or exFAT stick refuses colons); the URL itself when no mirror is
+set."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-KINDS = ("release", "manifest")
+KINDS = ("release", "manifest", "repo")
 MIRROR = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/\S*)?$")
 
 
@@ -24,7 +26,7 @@ def mirrored(url: str, kind: str, mirror: str | None = "") -> str:
     _scheme, sep, rest = url.partition("://")
     if not sep:
         raise AnsibleFilterError(f"mirrored: {url!r} is not a URL")
-    return f"{mirror.rstrip('/')}/{kind}s/{rest}"
+    return f"{mirror.rstrip('/')}/{kind}s/{rest.replace(':', '_')}"
 
 
 class FilterModule:

@@ -1,0 +1,155 @@
+"""A byte-for-byte partial copy of a flat apt repository (`deb URL /`, as pkgs.k8s.io's), for the
+venue bundle: apt on a node then reads the copy as it would the original, and checks it against
+the repository's own signing key.
+
+What is copied: the signed index (InRelease; Release, Release.gpg and Release.key where the
+repository has them), every package index that InRelease lists (checked against its sha256),
+and the packages a role installs, with what they depend on from the same repository, for
+every architecture of the kit (each checked against the index's sha256). A pinned package
+(`kubeadm=1.35.2-*`, apt's own spec) keeps only the matching versions; an unpinned one keeps
+all, since apt picks the newest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import hashlib
+import lzma
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+SIGNED = ("InRelease", "Release", "Release.gpg", "Release.key")
+ARCHES = ("amd64", "arm64", "all")
+_DEPENDS = ("Pre-Depends", "Depends")
+
+
+class MirrorError(RuntimeError):
+    """The repository cannot be copied as it is (missing index, wrong checksum)."""
+
+
+def _download(url: str, dest: Path, sha256: str | None = None) -> bool:
+    """`url` into `dest` (never a half file under that name); False on 404."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as reply, \
+                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
+            for block in iter(lambda: reply.read(1 << 20), b""):
+                part.write(block)
+                digest.update(block)
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return False
+        raise
+    if sha256 is not None and digest.hexdigest() != sha256:
+        Path(part.name).unlink()
+        raise MirrorError(f"{url}: sha256 {digest.hexdigest()}, the index says {sha256}")
+    Path(part.name).replace(dest)
+    return True
+
+
+def _release_text(signed: str) -> str:
+    """The Release part of an InRelease (OpenPGP cleartext signature) or of a Release file."""
+    if "-----BEGIN PGP SIGNED MESSAGE-----" not in signed:
+        return signed
+    body = signed.split("\n\n", 1)[1]  # after the armor headers ("Hash: ...")
+    return body.split("-----BEGIN PGP SIGNATURE-----", 1)[0]
+
+
+def indexes(release: str) -> dict[str, str]:
+    """Release's SHA256 section: path -> sha256."""
+    listed, inside = {}, False
+    for line in release.splitlines():
+        if not line.startswith(" "):
+            inside = line.strip() == "SHA256:"
+            continue
+        if inside:
+            digest, _size, path = line.split()
+            listed[path] = digest
+    return listed
+
+
+def stanzas(packages: str) -> list[dict[str, str]]:
+    """A Packages file's paragraphs as dicts (continuation lines joined)."""
+    found = []
+    for block in re.split(r"\n\s*\n", packages.strip()):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += "\n" + line.strip()
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if fields:
+            found.append(fields)
+    return found
+
+
+def select(entries: list[dict[str, str]], wanted: tuple[str, ...]) -> list[dict[str, str]]:
+    """The entries apt may install for `wanted` (NAME or NAME=VERSION-GLOB) on the kit's
+    architectures, and their dependencies from the same repository, unpinned."""
+    here = [e for e in entries if e.get("Architecture") in ARCHES]
+    names = {e["Package"] for e in here}
+    pins: dict[str, str | None] = {}
+    for spec in wanted:
+        name, _, version = spec.partition("=")
+        pins[name] = version or None
+    chosen: list[dict[str, str]] = []
+    todo = list(pins)
+    while todo:
+        name = todo.pop()
+        pin = pins[name]
+        if name not in names:
+            raise MirrorError(f"the repository has no package {name}")
+        matching = [e for e in here if e["Package"] == name
+                    and (pin is None or fnmatch.fnmatch(e["Version"], pin))]
+        if not matching:
+            raise MirrorError(f"the repository has no {name} {pin}")
+        chosen += [e for e in matching if e not in chosen]
+        for entry in matching:
+            for field in _DEPENDS:
+                for alternative in re.split(r"[,|]", entry.get(field, "")):
+                    dep = alternative.split("(")[0].split(":")[0].strip()
+                    if dep in names and dep not in pins:
+                        pins[dep] = None
+                        todo.append(dep)
+    return chosen
+
+
+def _gunzip(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes())
+
+
+def _unxz(path: Path) -> bytes:
+    return lzma.decompress(path.read_bytes())
+
+
+def _packages_text(repo: Path, listed: dict[str, str]) -> str:
+    for name, read in (("Packages", Path.read_bytes), ("Packages.gz", _gunzip),
+                       ("Packages.xz", _unxz)):
+        if name in listed and (repo / name).is_file():
+            return read(repo / name).decode()
+    raise MirrorError("InRelease lists no Packages index that the repository serves")
+
+
+def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
+    """Copy the flat repository at `url` (ending in /) into `dest`; the files written."""
+    files = [dest / name for name in SIGNED if _download(url + name, dest / name)]
+    signed = dest / "InRelease" if (dest / "InRelease").is_file() else dest / "Release"
+    if not signed.is_file():
+        raise MirrorError(f"{url}: no InRelease or Release: not a flat apt repository")
+    listed = indexes(_release_text(signed.read_text()))
+    for path, digest in listed.items():
+        if _download(url + path, dest / path, digest):
+            files.append(dest / path)
+    for entry in select(stanzas(_packages_text(dest, listed)), wanted):
+        target = dest / entry["Filename"]
+        if not target.is_file():
+            _download(url + entry["Filename"].removeprefix("./"), target, entry["SHA256"])
+        files.append(target)
+    return sorted(set(files))
