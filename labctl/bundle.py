@@ -10,17 +10,18 @@ serves a fetched bundle to the nodes (labctl/registry.py): its files, and its im
 registry mirror:
 
 - release, manifest, key: files the roles download or apply (HTTP GET);
-- repo: a flat apt repository the roles install from (pkgs.k8s.io), copied in part and byte
-  for byte: its signed index and the packages installed from it (labctl/apt_mirror.py);
+- repo: a flat apt repository the roles install from (pkgs.k8s.io; NVIDIA's, per
+  architecture), copied in part and byte for byte: its signed index and the packages installed
+  from it (labctl/apt_mirror.py);
 - image: OCI images the cluster and the labs run (`docker pull` unless present, `docker save`);
 - wheel: the labs' Python wheels for each supported laptop and Python (labctl/wheelhouse.py),
   into one folder, wheels/, which `make labs BUNDLE=DIR` installs from with no index;
-- box, apt: listed with how to get them (a Vagrant box and apt packages need their own tools
-  and a connected machine of that kind); not fetched.
+- box: listed with how to get it (a Vagrant box needs Vagrant and a connected machine); not
+  fetched. The distribution's own packages come through an apt proxy (common_apt_proxy).
 
-The roles read release archives and manifests from a bundle served over HTTP when
-kit_mirror_url is set (roles/versions/filter_plugins/mirror.py maps an upstream URL to the
-same path as Item.file; tests/ansible/test_mirror.py holds the two together).
+The roles read release archives, manifests, keys and repositories from a bundle served over
+HTTP when kit_mirror_url is set (roles/versions/filter_plugins/mirror.py maps an upstream URL to
+the same path as Item.file; tests/ansible/test_mirror.py holds the two together).
 """
 
 from __future__ import annotations
@@ -50,27 +51,26 @@ ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's archit
 ARCH_OF = {machine: arch for arch, machine in ARCHES.items()} | {"arm64": "arm64"}
 # The variables that name what the roles download, by kind. A variable holding a URL or an
 # image that is not here (nor in test_bundle's list of non-downloads) fails the coverage test.
-PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts")}
+PER_ARCH = {"release": ("etcd_release_url", "_containerd_release_artifacts"),
+            "repo": ("_nvidia_gpu_toolkit_repo_url",)}
 ANY_ARCH = {
     "manifest": ("cni_flannel_manifest_url", "cni_calico_crds_url", "cni_calico_operator_url",
                  "metrics_server_manifest_url"),
     "key": ("nvidia_gpu_toolkit_key_url",),
     "repo": ("_kubernetes_apt_repo_url",),
-    "apt": ("nvidia_gpu_toolkit_repo",),
     "image": ("_containerd_sandbox_image", "nfs_provisioner_image",
               "nfs_provisioner_smoke_image", "nvidia_gpu_device_plugin_image",
               "nvidia_gpu_smoke_image", "lab_images_all", "lab_images_gpu"),
 }
 # What each mirrored repository must hold: the packages its role installs (apt's NAME=VERSION).
-REPO_PACKAGES = {"_kubernetes_apt_repo_url": "_kubernetes_package_specs + kubernetes_tool_packages"}
+REPO_PACKAGES = {"_kubernetes_apt_repo_url": "_kubernetes_package_specs + kubernetes_tool_packages",
+                 "_nvidia_gpu_toolkit_repo_url": "_nvidia_gpu_toolkit_package_specs"}
 KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 FETCHED = ("release", "manifest", "key", "repo", "image", "wheel")
 IMAGE_LINE = re.compile(r"^\s*(?:-\s*)?image:\s*[\"']?([^\s\"'#]+)", re.MULTILINE)
 HOW = {
     "box": "vagrant box add --provider P --box-version V NAME on a connected machine, then "
            "copy ~/.vagrant.d/boxes (or `vagrant box repackage`)",
-    "apt": "an apt proxy (apt-cacher-ng) on the instructor's machine, warmed by one "
-           "provisioning, serves the room",
 }
 
 
@@ -143,21 +143,23 @@ def _sources(kind: str, value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _sources(kind, v)]
     text = " ".join(str(value).split())
-    if kind == "apt" and "deb " in text:  # a sources.list line: its URL
-        text = next(w for w in text.split() if "://" in w)
+    if kind == "repo":  # apt asks for <url>/InRelease: the bundle keeps it as a folder
+        text = text.rstrip("/") + "/"
     return [text]
 
 
 def plan() -> list[Item]:
-    arches: dict[tuple[str, str], list[str]] = {}  # the same file may serve both (a checksum list)
+    # the same file may serve both architectures (a checksum list)
+    arches: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
     renders = {arch: renderer(arch) for arch in ARCHES}
     for arch, render in renders.items():
         for kind, names in PER_ARCH.items():
             for name in names:
+                packages = tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
                 for source in _sources(kind, render(name)):
-                    arches.setdefault((kind, source), []).append(arch)
-    items = {Item(kind, source, found[0] if len(found) == 1 else "any"): None
-             for (kind, source), found in arches.items()}
+                    arches.setdefault((kind, source, packages), []).append(arch)
+    items = {Item(kind, source, found[0] if len(found) == 1 else "any", packages): None
+             for (kind, source, packages), found in arches.items()}
     render = renders["amd64"]
     for kind, names in ANY_ARCH.items():
         for name in names:

@@ -9,12 +9,12 @@ role's logic (which packages, which guard, idempotence) against that packaging, 
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _apt_repo import Deb, build_repo
 from _systemd_node import converge as systemd_converge
 from _systemd_node import role_play, systemd_node
 
@@ -32,39 +32,19 @@ echo "GPU 0: Stand-in GPU (UUID: GPU-00000000-0000-0000-0000-000000000000)"
 """
 
 
-def build_repo(root: Path) -> Path:
-    """Empty .deb packages (plus two scripts) and the Packages index of a flat repository."""
-    repo = root / "repo"
-    repo.mkdir()
-    packages = {
-        "ubuntu-drivers-common": {"usr/bin/ubuntu-drivers": UBUNTU_DRIVERS},
-        f"nvidia-headless-no-dkms-{BRANCH}-server": {},
-        f"nvidia-utils-{BRANCH}-server": {"usr/bin/nvidia-smi": NVIDIA_SMI},
-    }
-    index = []
-    for name, files in packages.items():
-        tree = root / name
-        (tree / "DEBIAN").mkdir(parents=True)
-        control = f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@t>\n"
-        (tree / "DEBIAN/control").write_text(control + "Description: stand-in\n")
-        for path, text in files.items():
-            (tree / path).parent.mkdir(parents=True, exist_ok=True)
-            (tree / path).write_text(text)
-            (tree / path).chmod(0o755)
-        deb = repo / f"{name}.deb"
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-b", tree, deb],
-                       check=True, capture_output=True)
-        data = deb.read_bytes()
-        index.append(control + f"Filename: ./{deb.name}\nSize: {len(data)}\n"
-                     f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: stand-in\n")
-    (repo / "Packages").write_text("\n".join(index))
-    return repo
+def build_stand_ins(root: Path) -> Path:
+    return build_repo(root / "repo", [
+        Deb("ubuntu-drivers-common", files={"usr/bin/ubuntu-drivers": UBUNTU_DRIVERS}),
+        Deb(f"nvidia-headless-no-dkms-{BRANCH}-server"),
+        Deb(f"nvidia-utils-{BRANCH}-server", files={"usr/bin/nvidia-smi": NVIDIA_SMI}),
+    ])
 
 
 @pytest.fixture
 def gpu_node(require_docker: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     with systemd_node("gpu-driver", tmp_path, host="gpu-1") as name:
-        subprocess.run(["docker", "cp", build_repo(tmp_path), f"{name}:/srv/stand-in"], check=True)
+        subprocess.run(["docker", "cp", build_stand_ins(tmp_path), f"{name}:/srv/stand-in"],
+                       check=True)
         subprocess.run(
             ["docker", "exec", name, "sh", "-c",
              "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*"

@@ -1,8 +1,8 @@
 """kit_mirror_url, the venue bundle's mirror: with it set, every release archive, manifest and
 apt repository the roles' tasks fetch comes from it, at the path where `make bundle` put the
-file (labctl/bundle.py, Item.file); without it, from upstream. (A repository's own fetch is
-its Release.key: apt reads the rest; tests/ansible/test_kubernetes_mirror.py runs that.) The
-tasks' own `url`/`checksum` fields are rendered with Ansible's templating and the roles'
+file (labctl/bundle.py, Item.file); without it, from upstream. The tasks' own `url`/`checksum`
+fields, and the URLs of the apt sources they add (apt reads those; tests/ansible/
+test_apt_mirror.py runs that), are rendered with Ansible's templating and the roles'
 variables, loops included.
 molecule/containerd_release converges the release install offline from such a mirror."""
 
@@ -19,8 +19,11 @@ from labctl import bundle
 from labctl.labs import REPO
 
 MIRROR = "http://192.0.2.1:8000"
-MIRRORED = ("release", "manifest", "repo")
-FETCHING = ("ansible.builtin.get_url", "ansible.builtin.uri")
+MIRRORED = ("release", "manifest", "key", "repo")
+APT = ("ansible.builtin.deb822_repository", "ansible.builtin.apt_repository")
+FETCHING = {"ansible.builtin.get_url": ("url", "checksum"), "ansible.builtin.uri": ("url",),
+            "ansible.builtin.deb822_repository": ("uris",),
+            "ansible.builtin.apt_repository": ("repo",)}
 mirrored = runpy.run_path(str(REPO / "roles/versions/filter_plugins/mirror.py"))["mirrored"]
 
 
@@ -39,10 +42,12 @@ def fetched(arch: str, **extra: Any) -> set[str]:
                 try:
                     items = render(task["loop"], **local) if "loop" in task else [None]
                     values = [render(str(task[module].get(field, "")), **local, item=item)
-                              for item in items for field in ("url", "checksum")]
+                              for item in items for field in FETCHING[module]]
                 except AnsibleUndefinedVariable:
                     continue
-                urls |= {v.removeprefix("sha256:") for v in values if "://" in v}
+                words = [w.removeprefix("sha256:") for v in values for w in v.split()]
+                urls |= {w + "/" if module in APT and not w.endswith("/") else w
+                         for w in words if "://" in w}
     return urls
 
 
@@ -50,16 +55,10 @@ def planned(arch: str) -> list[bundle.Item]:
     return [i for i in bundle.plan() if i.kind in MIRRORED and i.arch in (arch, "any")]
 
 
-def task_url(item: bundle.Item, base: str = "") -> str:
-    """What a task fetches of `item`, upstream or (with `base`, the mirror) from the bundle."""
-    url = f"{base}/{item.file}" if base else item.source
-    return url + ("Release.key" if item.kind == "repo" else "")
-
-
 @pytest.mark.parametrize("arch", list(bundle.ARCHES))
 def test_without_a_mirror_the_roles_fetch_upstream(arch: str) -> None:
-    sources = {task_url(i) for i in planned(arch)}
-    assert len(sources) >= 9
+    sources = {i.source for i in planned(arch)}
+    assert len(sources) >= 11
     assert sources <= fetched(arch), "a planned download no task fetches"
 
 
@@ -67,8 +66,9 @@ def test_without_a_mirror_the_roles_fetch_upstream(arch: str) -> None:
 def test_with_a_mirror_every_release_and_manifest_comes_from_it(arch: str) -> None:
     urls = fetched(arch, kit_mirror_url=MIRROR)
     items = planned(arch)
-    assert sorted(urls & {task_url(i) for i in items}) == [], "fetched upstream despite the mirror"
-    assert {task_url(i, MIRROR) for i in items} <= urls
+    upstream = [u for u in urls for i in items if u.startswith(i.source)]  # a repository's key too
+    assert upstream == [], "fetched upstream despite the mirror"
+    assert {f"{MIRROR}/{i.file}" for i in items} <= urls
 
 
 def test_the_filter() -> None:

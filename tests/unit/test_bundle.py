@@ -37,6 +37,8 @@ NOT_DOWNLOADS = {
     "containerd_runc_base_url": "a prefix of _containerd_release_artifacts",
     "containerd_cni_plugins_base_url": "a prefix of _containerd_release_artifacts",
     "kubernetes_apt_base_url": "a prefix of _kubernetes_apt_repo_url",
+    "nvidia_gpu_toolkit_repo": "a sources line whose URL, $(ARCH) filled in, is "
+                               "_nvidia_gpu_toolkit_repo_url (a repo item per architecture)",
 }
 
 

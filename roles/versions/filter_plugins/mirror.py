@@ -10,7 +10,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-KINDS = ("release", "manifest", "repo")
+KINDS = ("release", "manifest", "key", "repo")
 MIRROR = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/\S*)?$")
 
 
