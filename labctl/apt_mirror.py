@@ -3,9 +3,10 @@ venue bundle: apt on a node then reads the copy as it would the original, and ch
 the repository's own signing key.
 
 What is copied: the signed index (InRelease; Release, Release.gpg and Release.key where the
-repository has them), every package index that InRelease lists (checked against its sha256),
-and the packages a role installs, with what they depend on from the same repository, for
-every architecture of the kit (each checked against the index's sha256). A pinned package
+repository has them: pkgs.k8s.io has all four, NVIDIA's only InRelease), every package index
+that it lists (checked against its SHA256, or SHA512 where that is all it lists, as NVIDIA's),
+and the packages a role installs, with what they depend on from the same repository, for every
+architecture of the kit (each checked against the index's hash). A pinned package
 (`kubeadm=1.35.2-*`, apt's own spec) keeps only the matching versions; an unpinned one keeps
 all, since apt picks the newest.
 """
@@ -24,17 +25,20 @@ from pathlib import Path
 
 SIGNED = ("InRelease", "Release", "Release.gpg", "Release.key")
 ARCHES = ("amd64", "arm64", "all")
+HASHES = ("SHA256", "SHA512")  # what apt itself trusts; the first listed is checked
 _DEPENDS = ("Pre-Depends", "Depends")
+_ABSENT = (403, 404)  # pkgs.k8s.io's CDN answers 403 for some missing files
 
 
 class MirrorError(RuntimeError):
     """The repository cannot be copied as it is (missing index, wrong checksum)."""
 
 
-def _download(url: str, dest: Path, sha256: str | None = None) -> bool:
-    """`url` into `dest` (never a half file under that name); False on 404."""
+def _download(url: str, dest: Path, expected: tuple[str, str] | None = None) -> bool:
+    """`url` into `dest` (never a half file under that name), checked against `expected`
+    (HASH, hex digest) when given; False when the server has no such file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
+    digest = hashlib.new((expected or ("SHA256", ""))[0].lower())
     try:
         with urllib.request.urlopen(url, timeout=60) as reply, \
                 tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
@@ -42,12 +46,14 @@ def _download(url: str, dest: Path, sha256: str | None = None) -> bool:
                 part.write(block)
                 digest.update(block)
     except urllib.error.HTTPError as err:
-        if err.code == 404:
+        if err.code in _ABSENT:
             return False
         raise
-    if sha256 is not None and digest.hexdigest() != sha256:
+    if expected is not None and digest.hexdigest() != expected[1]:
         Path(part.name).unlink()
-        raise MirrorError(f"{url}: sha256 {digest.hexdigest()}, the index says {sha256}")
+        raise MirrorError(f"{url}: {expected[0]} {digest.hexdigest()}, the index says "
+                          f"{expected[1]}")
+    Path(part.name).chmod(0o644)  # served by whoever serves the bundle
     Path(part.name).replace(dest)
     return True
 
@@ -60,17 +66,19 @@ def _release_text(signed: str) -> str:
     return body.split("-----BEGIN PGP SIGNATURE-----", 1)[0]
 
 
-def indexes(release: str) -> dict[str, str]:
-    """Release's SHA256 section: path -> sha256."""
-    listed, inside = {}, False
+def indexes(release: str) -> dict[str, tuple[str, str]]:
+    """The files Release lists: path -> (HASH, digest), from its first section in HASHES."""
+    sections: dict[str, dict[str, tuple[str, str]]] = {}
+    current: dict[str, tuple[str, str]] | None = None
     for line in release.splitlines():
         if not line.startswith(" "):
-            inside = line.strip() == "SHA256:"
+            name = line.strip().rstrip(":")
+            current = sections.setdefault(name, {}) if name in HASHES else None
             continue
-        if inside:
+        if current is not None:
             digest, _size, path = line.split()
-            listed[path] = digest
-    return listed
+            current[path] = (name, digest)
+    return next((sections[h] for h in HASHES if sections.get(h)), {})
 
 
 def stanzas(packages: str) -> list[dict[str, str]]:
@@ -129,12 +137,13 @@ def _unxz(path: Path) -> bytes:
     return lzma.decompress(path.read_bytes())
 
 
-def _packages_text(repo: Path, listed: dict[str, str]) -> str:
+def _packages_text(repo: Path, listed: dict[str, tuple[str, str]]) -> str:
     for name, read in (("Packages", Path.read_bytes), ("Packages.gz", _gunzip),
                        ("Packages.xz", _unxz)):
         if name in listed and (repo / name).is_file():
             return read(repo / name).decode()
-    raise MirrorError("InRelease lists no Packages index that the repository serves")
+    raise MirrorError("the repository's Release lists no Packages index that it serves, with a "
+                      f"{' or '.join(HASHES)} hash")
 
 
 def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
@@ -144,12 +153,16 @@ def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
     if not signed.is_file():
         raise MirrorError(f"{url}: no InRelease or Release: not a flat apt repository")
     listed = indexes(_release_text(signed.read_text()))
-    for path, digest in listed.items():
-        if _download(url + path, dest / path, digest):
+    for path, expected in listed.items():
+        if _download(url + path, dest / path, expected):
             files.append(dest / path)
     for entry in select(stanzas(_packages_text(dest, listed)), wanted):
         target = dest / entry["Filename"]
-        if not target.is_file():
-            _download(url + entry["Filename"].removeprefix("./"), target, entry["SHA256"])
+        source = url + entry["Filename"].removeprefix("./")
+        expected = next(((h, entry[h]) for h in HASHES if h in entry), None)
+        if expected is None:
+            raise MirrorError(f"{source}: the index gives no {' or '.join(HASHES)} hash")
+        if not target.is_file() and not _download(source, target, expected):
+            raise MirrorError(f"{source}: not found, though the index lists it")
         files.append(target)
     return sorted(set(files))

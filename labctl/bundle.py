@@ -186,6 +186,7 @@ def _download(url: str, dest: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as reply, \
             tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
         shutil.copyfileobj(reply, part)
+    Path(part.name).chmod(0o644)  # served by whoever serves the bundle
     Path(part.name).replace(dest)  # never a half file under the final name
 
 

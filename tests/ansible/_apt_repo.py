@@ -1,11 +1,14 @@
 """Stand-in flat apt repositories for the role tests: empty .deb packages (holding the files
 given), their Packages index and, when signed, a Release clear-signed by a throw-away key
-(InRelease) whose public half is published as Release.key, as pkgs.k8s.io publishes its own."""
+(InRelease). Two layouts, as the real ones: pkgs.k8s.io's (Release, InRelease and the key as
+Release.key, SHA256, Packages.gz) and NVIDIA's (InRelease alone, SHA512 only, Packages.xz, the
+key published elsewhere)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -32,8 +35,10 @@ class Deb:
         return f"{folder}/{self.name}_{self.version}_{self.arch}.deb"
 
 
-def build_repo(repo: Path, debs: list[Deb], *, pool: str = "", signed: bool = False) -> Path:
-    """The repository in `repo` (created); each package under `pool`."""
+def build_repo(repo: Path, debs: list[Deb], *, pool: str = "", signed: bool = False,
+               like_nvidia: bool = False, key: Path | None = None) -> Path:
+    """The repository in `repo` (created); each package under `pool`. Signed, its public key
+    goes to `key` (default repo/Release.key)."""
     repo.mkdir(parents=True, exist_ok=True)
     index = []
     with tempfile.TemporaryDirectory(prefix="debs") as scratch:
@@ -41,9 +46,13 @@ def build_repo(repo: Path, debs: list[Deb], *, pool: str = "", signed: bool = Fa
             index.append(_package(repo, deb, pool, Path(scratch)))
     packages = "\n".join(index).encode()
     (repo / "Packages").write_bytes(packages)
-    (repo / "Packages.gz").write_bytes(gzip.compress(packages))
+    compressed = repo / ("Packages.xz" if like_nvidia else "Packages.gz")
+    compressed.write_bytes(lzma.compress(packages) if like_nvidia else gzip.compress(packages))
     if signed:
-        _sign(repo)
+        hash_name = "SHA512" if like_nvidia else "SHA256"
+        _sign(repo, [repo / "Packages", compressed], hash_name, key or repo / "Release.key")
+        if like_nvidia:
+            (repo / "Release").unlink()
     return repo
 
 
@@ -65,16 +74,16 @@ def _package(repo: Path, deb: Deb, pool: str, scratch: Path) -> str:
             f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: stand-in\n")
 
 
-def _sign(repo: Path) -> None:
-    sums = "".join(f" {hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_size} {p.name}\n"
-                   for p in (repo / "Packages", repo / "Packages.gz"))
+def _sign(repo: Path, listed: list[Path], hash_name: str, key: Path) -> None:
+    sums = "".join(f" {hashlib.new(hash_name, p.read_bytes()).hexdigest()} {p.stat().st_size}"
+                   f" {p.name}\n" for p in listed)
     (repo / "Release").write_text("Origin: stand-in\nLabel: stand-in\nArchitectures: amd64 arm64\n"
-                                  "Date: Thu, 01 Jan 2026 00:00:00 UTC\nSHA256:\n" + sums)
+                                  f"Date: Thu, 01 Jan 2026 00:00:00 UTC\n{hash_name}:\n" + sums)
     with tempfile.TemporaryDirectory(dir="/tmp", prefix="gpg") as home:  # short: agent socket
         gpg = ["gpg", "--homedir", home, "--batch", "--yes", "--passphrase", ""]
         for args in (["--quick-gen-key", "stand-in <kit@example.invalid>", "ed25519", "sign",
                       "never"],
-                     ["--armor", "--output", str(repo / "Release.key"), "--export"],
+                     ["--armor", "--output", str(key), "--export"],
                      ["--clearsign", "--output", str(repo / "InRelease"), str(repo / "Release")]):
             subprocess.run([*gpg, *args], check=True, capture_output=True)
         subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"],

@@ -7,14 +7,15 @@ The "upstreams" are stand-ins built here (tests/ansible/_apt_repo.py), signed by
 Kubernetes' with a kubeadm newer than the pin, two cri-tools, kubelet depending on
 kubernetes-cni (and shipping a unit), an unrelated package and an arm64 kubectl; NVIDIA's with
 the toolkit's four packages and their dependency chain, and a toolkit newer than the pin. They
-are served on the host's loopback for the copy only: the node cannot reach them, so the key,
-the repository and the packages can only come from the bundle, served inside the node."""
+are laid out as the real ones are (tests/ansible/_apt_repo.py: NVIDIA's has only InRelease,
+hashed with SHA512 only, and Packages.xz). They are served on the host's loopback for the copy
+only: the node cannot reach them, so the key, the repository and the packages can only come
+from the bundle, served inside the node."""
 
 from __future__ import annotations
 
 import functools
 import http.server
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,8 @@ def upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(its URL, its directory): both stand-ins, served on loopback."""
     root = tmp_path / "upstream"
     build_repo(root / K8S_PATH, K8S, pool="{arch}", signed=True)
-    nvidia = build_repo(root / NVIDIA_PATH, NVIDIA, signed=True)
-    shutil.copy(nvidia / "Release.key", root / "libnvidia-container/gpgkey")  # NVIDIA's path
+    build_repo(root / NVIDIA_PATH, NVIDIA, signed=True, like_nvidia=True,
+               key=root / "libnvidia-container/gpgkey")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -105,6 +106,17 @@ def test_the_copy_holds_the_signed_index_and_what_the_role_installs(
         if d.name not in ("unrelated", "kubeadm") or d.version.startswith(KUBE)}
     assert {"InRelease", "Release", "Release.key", "Packages", "Packages.gz"} <= files
     assert ":" not in item.file  # a FAT stick takes it
+
+
+def test_nvidias_layout_is_copied_too(tmp_path: Path, upstream: tuple[str, Path]) -> None:
+    url, _ = upstream
+    repo, key = nvidia_items(url)
+    entries = bundle.fetch([repo, key], tmp_path / "bundle")["items"]
+    assert all(e["fetched"] for e in entries), entries
+    files = {f["file"].removeprefix(repo.file) for f in entries[0]["files"]}
+    assert files == {"InRelease", "Packages", "Packages.xz",
+                     *(f"{d.name}_{d.version}_{d.arch}.deb" for d in NVIDIA
+                       if d.version == TOOLKIT)}
 
 
 def test_a_package_that_does_not_match_its_index_is_refused(
