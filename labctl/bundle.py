@@ -65,6 +65,8 @@ ANY_ARCH = {
 # What each mirrored repository must hold: the packages its role installs (apt's NAME=VERSION).
 REPO_PACKAGES = {"_kubernetes_apt_repo_url": "_kubernetes_package_specs + kubernetes_tool_packages",
                  "_nvidia_gpu_toolkit_repo_url": "_nvidia_gpu_toolkit_package_specs"}
+# Images published for amd64 alone: TensorFlow's -gpu builds (the GPU nodes are x86 servers).
+AMD64_ONLY = {"lab_images_gpu": ("amd64",)}
 KUBEADM_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 FETCHED = ("release", "manifest", "key", "repo", "image", "wheel")
 IMAGE_LINE = re.compile(r"^\s*(?:-\s*)?image:\s*[\"']?([^\s\"'#]+)", re.MULTILINE)
@@ -86,7 +88,7 @@ class Item:
         """Where it lives in the bundle."""
         if self.kind == "image":
             name = self.source.replace("/", "_").replace(":", "_")
-            return f"images/{name}.tar"
+            return f"images/{name}{'' if self.arch == 'any' else '_' + self.arch}.tar"
         if self.kind == "wheel":  # one folder for every laptop's wheels
             return wheelhouse.FOLDER
         if self.kind in FETCHED:  # as roles/versions/filter_plugins/mirror.py maps the URL
@@ -148,6 +150,11 @@ def _sources(kind: str, value: Any) -> list[str]:
     return [text]
 
 
+def images(source: str, arches: tuple[str, ...] = tuple(ARCHES)) -> list[Item]:
+    """An image's items: one archive per architecture."""
+    return [Item("image", source, arch) for arch in arches]
+
+
 def plan() -> list[Item]:
     # the same file may serve both architectures (a checksum list)
     arches: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
@@ -165,13 +172,16 @@ def plan() -> list[Item]:
         for name in names:
             packages = tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
             for source in _sources(kind, render(name)):
-                items[Item(kind, source, packages=packages)] = None
+                if kind == "image":  # a node pulls its own architecture's
+                    items |= dict.fromkeys(images(source, AMD64_ONLY.get(name, tuple(ARCHES))))
+                else:
+                    items[Item(kind, source, packages=packages)] = None
     # kubeadm pulls the control plane's images itself: REPO/COMPONENT:vVERSION with its default
     # imageRepository and the ClusterConfiguration's kubernetesVersion (kubeadm's
     # cmd/kubeadm/app/images/images.go, as `kubeadm config images list` prints them).
     # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
     for component in KUBEADM_IMAGES:
-        items[Item("image", f"registry.k8s.io/{component}:v{render('kube_version')}")] = None
+        items |= dict.fromkeys(images(f"registry.k8s.io/{component}:v{render('kube_version')}"))
     for laptop, python in wheelhouse.targets():
         arch = ARCH_OF[laptop.machine]
         items[Item("wheel", wheelhouse.name(laptop, python), arch)] = None
@@ -190,14 +200,25 @@ def _download(url: str, dest: Path) -> None:
     Path(part.name).replace(dest)  # never a half file under the final name
 
 
-def _save_image(image: str, dest: Path) -> None:
+def _save_image(image: str, dest: Path, arch: str = "any") -> None:
+    """`docker save` of `image` into `dest`: as it is here ("any", pulled unless present), or
+    pulled for `arch`, whose archive must then hold that architecture."""
+    from labctl import registry
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     present = subprocess.run(["docker", "image", "inspect", image], capture_output=True,
                              check=False).returncode == 0
-    if not present:
+    if arch != "any":
+        subprocess.run(["docker", "pull", "--platform", f"linux/{arch}", image], check=True,
+                       capture_output=True)
+    elif not present:
         subprocess.run(["docker", "pull", image], check=True, capture_output=True)
     part = dest.with_suffix(".part")
     subprocess.run(["docker", "save", "-o", str(part), image], check=True, capture_output=True)
+    found = registry.architectures(part) if arch != "any" else {arch}
+    if found != {arch}:
+        part.unlink()
+        raise RuntimeError(f"docker save of {image} holds {', '.join(sorted(found))}, not {arch}")
     part.replace(dest)
 
 
@@ -214,10 +235,11 @@ def manifest_images(path: Path) -> list[str]:
     return list(dict.fromkeys(IMAGE_LINE.findall(path.read_text(errors="replace"))))
 
 
-def fetch(items: list[Item], out: Path) -> dict[str, Any]:
+def fetch(items: list[Item], out: Path,
+          image_arches: tuple[str, ...] = tuple(ARCHES)) -> dict[str, Any]:
     """Fetch every fetchable item into `out` (kept when already there), then write and return
-    the manifest. The images of each fetched manifest join the list. An item that fails is
-    recorded with its error; the others go on."""
+    the manifest. The images of each fetched manifest join the list, for `image_arches`. An
+    item that fails is recorded with its error; the others go on."""
     items = list(items)
     entries = []
     for n, item in enumerate(items, 1):
@@ -235,10 +257,10 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
                 files = apt_mirror.fetch(item.source, item.packages, dest)
             elif not dest.is_file():
                 if item.kind == "image":
-                    _save_image(item.source, dest)
+                    _save_image(item.source, dest, item.arch)
                 else:
                     _download(item.source, dest)
-        except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+        except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as err:
             entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
             continue
         if item.kind in ("wheel", "repo"):  # a folder: wheels some laptops share, a repo's files
@@ -250,7 +272,7 @@ def fetch(items: list[Item], out: Path) -> dict[str, Any]:
         entries.append(entry | {"fetched": True, "file": item.file,
                                 "size": dest.stat().st_size, "sha256": _sha256(dest)})
         if item.kind == "manifest":
-            items += [i for i in (Item("image", ref) for ref in manifest_images(dest))
+            items += [i for ref in manifest_images(dest) for i in images(ref, image_arches)
                       if i not in items]
     sizes = {f["file"]: f["size"] for e in entries for f in [e, *e.get("files", [])]
              if "size" in f}  # each file once, however many laptops share it

@@ -5,7 +5,9 @@ machine, so no image needs the internet on the day. It answers the pull half of 
 distribution spec: `GET|HEAD /v2/`, `/v2/<name>/manifests/<tag|digest>` and
 `/v2/<name>/blobs/<digest>`, with `?ns=<registry>` as containerd sends it to a mirror.
 
-Two archive layouts, both read in place (nothing is unpacked):
+An image saved for several architectures (one archive each, as `make bundle` saves them) is
+served as an OCI image index over them. Two archive layouts, both read in place (nothing is
+unpacked):
 - OCI image layout (`docker save` of Docker 25 and later: index.json, blobs/sha256/...): its
   manifests and blobs are served as they are.
 - Docker's older layout (manifest.json, <id>/layer.tar, <id>.json): an OCI image manifest is
@@ -30,6 +32,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFESTS = (OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json")
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 _ROUTE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
@@ -51,10 +55,58 @@ class Blob:
     offset: int = 0
 
 
+Key = tuple[str, str, str]  # (registry, repository, tag)
+
+
 @dataclass
 class Store:
-    tags: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (registry, repo, tag)
+    tags: dict[Key, str] = field(default_factory=dict)  # -> the manifest (or index) digest
     blobs: dict[str, Blob] = field(default_factory=dict)  # digest -> content, manifests too
+    found: dict[Key, list[str]] = field(default_factory=dict)  # every archive's, before finish()
+    named: int = 0  # names the archives recorded
+
+    def tag(self, reference: str, digest: str) -> None:
+        self.named += 1
+        digests = self.found.setdefault(split_reference(reference), [])
+        if digest not in digests:
+            digests.append(digest)
+
+    def read(self, digest: str) -> bytes:
+        blob = self.blobs[digest]
+        if blob.data is not None:
+            return blob.data
+        assert blob.archive is not None
+        with blob.archive.open("rb") as f:
+            f.seek(blob.offset)
+            return f.read(blob.size)
+
+    def platform(self, digest: str) -> dict[str, str] | None:
+        """An image manifest's platform, from its config; None for an index."""
+        if self.blobs[digest].media_type not in MANIFESTS:
+            return None
+        config = json.loads(self.read(json.loads(self.read(digest))["config"]["digest"]))
+        return {k: config[k] for k in ("architecture", "os", "variant") if config.get(k)}
+
+    def finish(self) -> None:
+        """Tag each image; one saved for several architectures (an archive each) gets an OCI
+        image index over them, from which a node pulls its own."""
+        for key, digests in self.found.items():
+            if len(digests) == 1:
+                self.tags[key] = digests[0]
+                continue
+            platforms = [self.platform(d) for d in digests]
+            name = f"{key[0]}/{key[1]}:{key[2]}"
+            if None in platforms or len({json.dumps(p, sort_keys=True) for p in platforms}) < \
+                    len(platforms):
+                raise ArchiveError(f"several archives hold {name} for the same architecture: "
+                                   "keep one per architecture")
+            index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                {"mediaType": self.blobs[d].media_type, "digest": d, "size": self.blobs[d].size,
+                 "platform": p} for d, p in sorted(zip(digests, platforms, strict=True),
+                                                   key=lambda dp: json.dumps(dp[1]))]},
+                separators=(",", ":")).encode()
+            self.blobs[_digest(index)] = Blob(OCI_INDEX, len(index), index)
+            self.tags[key] = _digest(index)
 
     def manifest_digest(self, name: str, ref: str, registry: str | None) -> str | None:
         """The digest a manifest request names: `ref` itself, or the tag of `name` in
@@ -128,7 +180,7 @@ def _add_oci_layout(store: Store, path: Path, tar: tarfile.TarFile) -> None:
             blob = store.blobs[desc["digest"]]
             store.blobs[desc["digest"]] = Blob(desc.get("mediaType", blob.media_type), blob.size,
                                                archive=path, offset=blob.offset)
-            store.tags[split_reference(reference)] = desc["digest"]
+            store.tag(reference, desc["digest"])
 
 
 def _add_docker_layout(store: Store, path: Path, tar: tarfile.TarFile) -> None:
@@ -156,28 +208,41 @@ def _add_docker_layout(store: Store, path: Path, tar: tarfile.TarFile) -> None:
         }, separators=(",", ":")).encode()
         store.blobs[_digest(manifest)] = Blob(OCI_MANIFEST, len(manifest), manifest)
         for reference in image.get("RepoTags") or []:
-            store.tags[split_reference(reference)] = _digest(manifest)
+            store.tag(reference, _digest(manifest))
 
 
 def load(images: Path) -> Store:
     """Every `*.tar` under `images`, indexed by the tags the archives themselves record."""
     store = Store()
     for path in sorted(images.glob("*.tar")):
-        tagged = len(store.tags)
-        try:
-            with tarfile.open(path, "r:") as tar:  # docker save writes plain tar
-                if "index.json" in tar.getnames():
-                    _add_oci_layout(store, path, tar)
-                else:
-                    _add_docker_layout(store, path, tar)
-        except (tarfile.TarError, KeyError, TypeError) as err:
-            reason = str(err).splitlines()[0]
-            raise ArchiveError(f"{path}: not an image archive of `docker save` ({reason})") \
-                from None
-        if len(store.tags) == tagged:
-            raise ArchiveError(f"{path}: the archive names no image (save it by name: "
-                               "docker save -o FILE NAME:TAG)")
+        _add_archive(store, path)
+    store.finish()
     return store
+
+
+def architectures(archive: Path) -> set[str]:
+    """The architectures of the images one archive holds (an index's: none)."""
+    store = Store()
+    _add_archive(store, archive)
+    return {p.get("architecture", "") for d in store.found.values() for p in map(
+        store.platform, d) if p is not None}
+
+
+def _add_archive(store: Store, path: Path) -> None:
+    named = store.named
+    try:
+        with tarfile.open(path, "r:") as tar:  # docker save writes plain tar
+            if "index.json" in tar.getnames():
+                _add_oci_layout(store, path, tar)
+            else:
+                _add_docker_layout(store, path, tar)
+    except (tarfile.TarError, KeyError, TypeError) as err:
+        reason = str(err).splitlines()[0]
+        raise ArchiveError(f"{path}: not an image archive of `docker save` ({reason})") \
+            from None
+    if store.named == named:
+        raise ArchiveError(f"{path}: the archive names no image (save it by name: "
+                           "docker save -o FILE NAME:TAG)")
 
 
 class Handler(SimpleHTTPRequestHandler):

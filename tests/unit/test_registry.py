@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -249,3 +250,69 @@ def test_a_busy_port_is_one_line(tmp_path: Path, mirror: str) -> None:
     assert proc.returncode == 2 and "cannot serve on 127.0.0.1:" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
+
+
+def for_arm64(archive: Path, dest: Path) -> None:
+    """A copy of a Docker-layout archive whose image says arm64 (its config changed, hence its
+    name): this machine's Docker cannot make a foreign image without a registry."""
+    with tarfile.open(archive) as src, tarfile.open(dest, "w") as dst:
+        (entry,) = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = json.loads(src.extractfile(entry["Config"]).read())  # type: ignore[union-attr]
+        body = json.dumps({**config, "architecture": "arm64"}).encode()
+        renamed = {entry["Config"]: (f"{registry._digest(body)[7:]}.json", body),
+                   "manifest.json": ("manifest.json", json.dumps(
+                       [{**entry, "Config": f"{registry._digest(body)[7:]}.json"}]).encode())}
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name in renamed:
+                member.name, replaced = renamed[member.name]
+                member.size, data = len(replaced), io.BytesIO(replaced)
+            dst.addfile(member, data)
+
+
+def architecture(image: str) -> str:
+    return subprocess.run(["docker", "image", "inspect", "-f", "{{.Architecture}}", image],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_an_image_saved_for_two_architectures_is_served_as_an_index(
+        tmp_path: Path, saved: Path) -> None:
+    root = tmp_path / "two"
+    (root / "images").mkdir(parents=True)
+    (amd64,) = (saved / "images").glob("kit_tiny_1.tar")
+    shutil.copy(amd64, root / "images" / "kit_tiny_1_amd64.tar")
+    for_arm64(amd64, root / "images" / "kit_tiny_1_arm64.tar")
+    address, httpd = serve(root)
+    pulled = f"{address}/kit/tiny:1"
+    try:
+        # Docker picks the platform it is asked for from the index, or its own
+        for platform, expected in (("linux/arm64", "arm64"), ("", "amd64")):
+            subprocess.run(["docker", "rmi", pulled], capture_output=True, check=False)
+            proc = subprocess.run(["docker", "pull", *(["--platform", platform] if platform
+                                                      else []), pulled],
+                                  capture_output=True, text=True, check=False)
+            assert proc.returncode == 0, proc.stderr
+            assert architecture(pulled) == expected
+        # make bundle saves each architecture from such an index, and checks what it saved
+        out = tmp_path / "bundle"
+        manifest = bundle.fetch([bundle.Item("image", pulled, arch)
+                                 for arch in ("arm64", "amd64")], out)
+        assert all(e["fetched"] for e in manifest["items"]), manifest
+        for entry in manifest["items"]:
+            assert registry.architectures(out / entry["file"]) == {entry["arch"]}
+    finally:
+        subprocess.run(["docker", "rmi", pulled], capture_output=True, check=False)
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_image_without_the_architecture_is_not_saved_as_one(
+        tmp_path: Path, saved: Path, mirror: str) -> None:
+    pulled = f"{mirror}/kit/tiny:1"  # amd64 only
+    try:
+        manifest = bundle.fetch([bundle.Item("image", pulled, "arm64")], tmp_path)
+    finally:
+        subprocess.run(["docker", "rmi", pulled], capture_output=True, check=False)
+    (entry,) = manifest["items"]
+    assert not entry["fetched"] and entry["error"], entry
+    assert not list((tmp_path / "images").glob("*"))  # no archive of the wrong kind left
