@@ -16,8 +16,10 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import hashlib
+import io
 import lzma
 import re
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -144,6 +146,27 @@ def _packages_text(repo: Path, listed: dict[str, tuple[str, str]]) -> str:
             return read(repo / name).decode()
     raise MirrorError("the repository's Release lists no Packages index that it serves, with a "
                       f"{' or '.join(HASHES)} hash")
+
+
+def deb_file(deb: Path, path: str) -> bytes:
+    """One file of a .deb (an ar archive whose data.tar.gz or .xz holds the files)."""
+    data = deb.read_bytes()
+    if not data.startswith(b"!<arch>\n"):
+        raise MirrorError(f"{deb.name}: not a .deb")
+    at = 8
+    while at + 60 <= len(data):
+        name, size = data[at:at + 16].decode().strip(), int(data[at + 48:at + 58])
+        body = data[at + 60:at + 60 + size]
+        if name.rstrip("/") in ("data.tar.gz", "data.tar.xz"):
+            with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+                for member in tar.getmembers():
+                    if member.name.lstrip("./") == path.lstrip("/"):
+                        handle = tar.extractfile(member)
+                        if handle is not None:
+                            return handle.read()
+            raise MirrorError(f"{deb.name} has no {path}")
+        at += 60 + size + size % 2
+    raise MirrorError(f"{deb.name}: no data.tar.gz or data.tar.xz member")
 
 
 def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -179,7 +180,7 @@ def plan() -> list[Item]:
     # kubeadm pulls the control plane's images itself: REPO/COMPONENT:vVERSION with its default
     # imageRepository and the ClusterConfiguration's kubernetesVersion (kubeadm's
     # cmd/kubeadm/app/images/images.go, as `kubeadm config images list` prints them).
-    # CoreDNS's tag is kubeadm's own choice: `kubeadm config images list` on a node names it.
+    # CoreDNS's tag is kubeadm's own choice: fetch() adds it from the copied kubeadm.
     for component in KUBEADM_IMAGES:
         items |= dict.fromkeys(images(f"registry.k8s.io/{component}:v{render('kube_version')}"))
     for laptop, python in wheelhouse.targets():
@@ -230,6 +231,32 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def kubeadm_images(files: list[Path], packages: tuple[str, ...]) -> list[str]:
+    """The images kubeadm itself pulls (`kubeadm config images list`: CoreDNS's is its own
+    choice), from the kubeadm the repository copy holds for this machine; [] where it cannot
+    run here (not Linux, or no such package). etcd's is left out: the kit runs its own etcd."""
+    version = next((p.split("=")[1].rstrip("*-") for p in packages
+                    if p.startswith("kubeadm=")), None)
+    here = ARCH_OF.get(platform.machine())
+    debs = [f for f in files if f.name.startswith(f"kubeadm_{version}") and
+            f.name.endswith(f"_{here}.deb")]
+    if version is None or sys.platform != "linux" or not debs:
+        return []
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            kubeadm = Path(scratch) / "kubeadm"
+            kubeadm.write_bytes(apt_mirror.deb_file(debs[0], "/usr/bin/kubeadm"))
+            kubeadm.chmod(0o755)
+            listed = subprocess.run([str(kubeadm), "config", "images", "list",
+                                     "--kubernetes-version", f"v{version}"], capture_output=True,
+                                    text=True, check=True, timeout=60).stdout
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        print(f"bundle: cannot run the copied kubeadm ({err}); its images beyond the control "
+              "plane's (CoreDNS) are not in the bundle", file=sys.stderr)
+        return []
+    return [ref for ref in listed.split() if "/etcd:" not in ref]
+
+
 def manifest_images(path: Path) -> list[str]:
     """The images an upstream manifest runs (its `image:` fields), which a node then pulls."""
     return list(dict.fromkeys(IMAGE_LINE.findall(path.read_text(errors="replace"))))
@@ -255,6 +282,8 @@ def fetch(items: list[Item], out: Path,
                 files = wheelhouse.fetch(*wheelhouse.target(item.source), dest)
             elif item.kind == "repo":
                 files = apt_mirror.fetch(item.source, item.packages, dest)
+                items += [i for ref in kubeadm_images(files, item.packages)
+                          for i in images(ref, image_arches) if i not in items]
             elif not dest.is_file():
                 if item.kind == "image":
                     _save_image(item.source, dest, item.arch)
