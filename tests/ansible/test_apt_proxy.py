@@ -1,7 +1,9 @@
 """common_apt_proxy: a node with no way out but a proxy installs the common role's packages
 through it. The node sits on an internal Docker network (no route to the internet); the proxy
 (tests/support/http_proxy.py, in a second container) is on that network and on Docker's default
-bridge, as a venue's apt-cacher-ng on the instructor's machine would be."""
+bridge, as a venue's apt-cacher-ng on the instructor's machine would be. Then the venue's day:
+the cache that proxy kept is served by a proxy on the internal network alone, asking no origin,
+to a second node."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,20 +35,33 @@ def internal_network() -> Iterator[str]:
         subprocess.run(["docker", "network", "rm", name], capture_output=True, check=False)
 
 
-@pytest.fixture
-def proxy(require_docker: None, internal_network: str) -> Iterator[tuple[str, str]]:
-    """(container name, its URL on the internal network)."""
-    name = f"apt-proxy-{os.getpid()}"
+@contextmanager
+def running_proxy(name: str, network: str, cache: Path, *mode: str,
+                  bridge: bool = True) -> Iterator[str]:
+    """A proxy container on `network` (and on the default bridge, the way out, when `bridge`)
+    keeping its cache in `cache`; its URL on `network`."""
     script = REPO / "tests/support/http_proxy.py"
-    docker("run", "-d", "--name", name, "-v", f"{script}:/http_proxy.py:ro",
-           "local/debian-systemd:latest", "python3", "-u", "/http_proxy.py", str(PORT))
+    docker("run", "-d", "--name", name, *([] if bridge else ["--network", network]),
+           "-v", f"{script}:/http_proxy.py:ro", "-v", f"{cache}:/cache",
+           "local/debian-systemd:latest", "python3", "-u", "/http_proxy.py", str(PORT), "/cache",
+           *mode)
     try:
-        docker("network", "connect", internal_network, name)
+        if bridge:
+            docker("network", "connect", network, name)
         address = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks "
-                         f"\"{internal_network}\").IPAddress}}}}", name).strip()
-        yield name, f"http://{address}:{PORT}"
+                         f"\"{network}\").IPAddress}}}}", name).strip()
+        yield f"http://{address}:{PORT}"
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def proxy(require_docker: None, internal_network: str,
+          tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(container name, its URL on the internal network): the venue's proxy, online."""
+    name = f"apt-proxy-{os.getpid()}"
+    with running_proxy(name, internal_network, tmp_path / "cache") as url:
+        yield name, url
 
 
 def test_packages_come_through_the_proxy_and_nothing_else(
@@ -78,3 +94,33 @@ def test_packages_come_through_the_proxy_and_nothing_else(
         assert rc == 0, out[-3000:]
         assert subprocess.run(["docker", "exec", node, "test", "-e", PROXY_FILE],
                               check=False).returncode == 1
+
+
+def test_a_warmed_cache_serves_the_next_node_offline(
+    tmp_path: Path, internal_network: str, proxy: tuple[str, str]
+) -> None:
+    """The venue's day: the cache was warmed by one provisioning while online, then serves
+    every other node with the venue offline (the proxy on the internal network alone, asking
+    no origin: apt-cacher-ng's Offlinemode)."""
+    _, url = proxy
+    for name, cache_url in (("warming", url), ("offline", None)):
+        directory = tmp_path / name
+        directory.mkdir()
+        with systemd_node(f"apt-{name}", directory,
+                          docker_args=("--network", internal_network)) as node:
+            role_play(directory, "common", "packages")
+            if cache_url is None:  # the warmed cache, offline
+                with running_proxy(f"apt-proxy-offline-{os.getpid()}", internal_network,
+                                   tmp_path / "cache", "offline", bridge=False) as offline:
+                    rc, out, _ = converge(directory, common_apt_proxy=offline,
+                                          common_apt_cache_valid_time=0,
+                                          common_boot_apt_timeout=5)
+                    log = docker("logs", f"apt-proxy-offline-{os.getpid()}").splitlines()
+            else:
+                rc, out, _ = converge(directory, common_apt_proxy=cache_url,
+                                      common_apt_cache_valid_time=0, common_boot_apt_timeout=5)
+            assert rc == 0, out[-3000:]
+            assert docker("exec", node, "dpkg-query", "-W", "-f", "${Status}",
+                          "nfs-common") == "install ok installed"
+    debs = [line for line in log if line.split()[2].endswith(".deb")]
+    assert debs and all(line.endswith(" 200 cached") for line in debs), log[-5:]
