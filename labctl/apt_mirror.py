@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import hashlib
+import http.client
 import io
 import lzma
 import re
@@ -41,16 +42,20 @@ def _download(url: str, dest: Path, expected: tuple[str, str] | None = None) -> 
     (HASH, hex digest) when given; False when the server has no such file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.new((expected or ("SHA256", ""))[0].lower())
-    try:
-        with urllib.request.urlopen(url, timeout=60) as reply, \
-                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
-            for block in iter(lambda: reply.read(1 << 20), b""):
-                part.write(block)
-                digest.update(block)
-    except urllib.error.HTTPError as err:
-        if err.code in _ABSENT:
-            return False
-        raise
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as reply:
+                for block in iter(lambda: reply.read(1 << 20), b""):
+                    part.write(block)
+                    digest.update(block)
+        except urllib.error.HTTPError as err:
+            Path(part.name).unlink()
+            if err.code in _ABSENT:
+                return False
+            raise
+        except (OSError, http.client.HTTPException) as err:  # a cut connection, a timeout
+            Path(part.name).unlink()
+            raise MirrorError(f"{url}: {err!r}") from None
     if expected is not None and digest.hexdigest() != expected[1]:
         Path(part.name).unlink()
         raise MirrorError(f"{url}: {expected[0]} {digest.hexdigest()}, the index says "
@@ -58,6 +63,10 @@ def _download(url: str, dest: Path, expected: tuple[str, str] | None = None) -> 
     Path(part.name).chmod(0o644)  # served by whoever serves the bundle
     Path(part.name).replace(dest)
     return True
+
+
+def _matches(path: Path, expected: tuple[str, str]) -> bool:
+    return hashlib.new(expected[0].lower(), path.read_bytes()).hexdigest() == expected[1]
 
 
 def _release_text(signed: str) -> str:
@@ -177,15 +186,20 @@ def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
         raise MirrorError(f"{url}: no InRelease or Release: not a flat apt repository")
     listed = indexes(_release_text(signed.read_text()))
     for path, expected in listed.items():
+        if ".." in path.split("/"):
+            raise MirrorError(f"{url}: Release lists a file outside the repository: {path}")
         if _download(url + path, dest / path, expected):
             files.append(dest / path)
     for entry in select(stanzas(_packages_text(dest, listed)), wanted):
+        if ".." in entry["Filename"].split("/"):
+            raise MirrorError(f"{url}: a Filename outside the repository: {entry['Filename']}")
         target = dest / entry["Filename"]
         source = url + entry["Filename"].removeprefix("./")
         expected = next(((h, entry[h]) for h in HASHES if h in entry), None)
         if expected is None:
             raise MirrorError(f"{source}: the index gives no {' or '.join(HASHES)} hash")
-        if not target.is_file() and not _download(source, target, expected):
+        kept = target.is_file() and _matches(target, expected)  # fetched by an earlier run
+        if not kept and not _download(source, target, expected):
             raise MirrorError(f"{source}: not found, though the index lists it")
         files.append(target)
     return sorted(set(files))

@@ -240,7 +240,13 @@ def kubeadm_images(files: list[Path], packages: tuple[str, ...]) -> list[str]:
     here = ARCH_OF.get(platform.machine())
     debs = [f for f in files if f.name.startswith(f"kubeadm_{version}") and
             f.name.endswith(f"_{here}.deb")]
-    if version is None or sys.platform != "linux" or not debs:
+    if version is None:
+        return []
+    missing = ("CoreDNS's image is not in the bundle: add it by hand (kubeadm config images "
+               "list on a node names it)")
+    if sys.platform != "linux" or not debs:
+        print(f"bundle: the copied kubeadm cannot run on this machine; {missing}",
+              file=sys.stderr)
         return []
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -251,8 +257,7 @@ def kubeadm_images(files: list[Path], packages: tuple[str, ...]) -> list[str]:
                                      "--kubernetes-version", f"v{version}"], capture_output=True,
                                     text=True, check=True, timeout=60).stdout
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        print(f"bundle: cannot run the copied kubeadm ({err}); its images beyond the control "
-              "plane's (CoreDNS) are not in the bundle", file=sys.stderr)
+        print(f"bundle: cannot run the copied kubeadm ({err}); {missing}", file=sys.stderr)
         return []
     return [ref for ref in listed.split() if "/etcd:" not in ref]
 
@@ -286,10 +291,13 @@ def fetch(items: list[Item], out: Path,
                           for i in images(ref, image_arches) if i not in items]
             elif not dest.is_file():
                 if item.kind == "image":
+                    if item.arch != "any":  # an older bundle's archive would clash in serve
+                        (out / Item("image", item.source).file).unlink(missing_ok=True)
                     _save_image(item.source, dest, item.arch)
                 else:
                     _download(item.source, dest)
-        except (OSError, RuntimeError, ValueError, subprocess.CalledProcessError) as err:
+        except (OSError, RuntimeError, ValueError, KeyError,
+                subprocess.CalledProcessError) as err:
             entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
             continue
         if item.kind in ("wheel", "repo"):  # a folder: wheels some laptops share, a repo's files
@@ -311,6 +319,12 @@ def fetch(items: list[Item], out: Path,
     return manifest
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (0-65535), got {text!r}")
+    return int(text)
+
+
 def serve(bundle: Path, bind: str, port: int) -> int:
     """Serve `bundle` until interrupted (labctl/registry.py)."""
     from labctl import registry
@@ -321,17 +335,22 @@ def serve(bundle: Path, bind: str, port: int) -> int:
         return 2
     try:
         store = registry.load(bundle / "images")
-        httpd = registry.server(bundle, store, bind, port)
     except registry.ArchiveError as err:
         print(f"bundle: {err}", file=sys.stderr)
         return 2
     except OSError as err:
+        print(f"bundle: cannot read {err.filename or bundle}: {err.strerror}", file=sys.stderr)
+        return 2
+    try:
+        httpd = registry.server(bundle, store, bind, port)
+    except OSError as err:
         print(f"bundle: cannot serve on {bind}:{port}: {err.strerror}; pick another --bind or "
               "--port", file=sys.stderr)
         return 2
-    url = f"http://{bind}:{port}"
-    print(f"bundle: serving {bundle} on {url} ({len(store.tags)} image tag(s)); in the inventory:\n"
-          f"  kit_mirror_url: {url}\n"
+    # 0.0.0.0 answers on every address: the inventory needs the one the nodes reach
+    url = f"http://{'ADDRESS' if bind in ('0.0.0.0', '::') else bind}:{port}"
+    print(f"bundle: serving {bundle} on {bind}:{port} ({len(store.tags)} image tag(s)); in the "
+          f"inventory:\n  kit_mirror_url: {url}\n"
           f"  containerd_registry_mirrors: {{_default: [\"{url}\"]}}", flush=True)
     try:
         httpd.serve_forever()
@@ -356,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("bundle", type=Path, metavar="DIR")
     p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                    help="the address the nodes reach, e.g. 192.168.56.1 (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.bundle, args.bind, args.port)

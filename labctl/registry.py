@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFESTS = (OCI_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json")
+INDEXES = (OCI_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json")
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 _ROUTE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
@@ -80,34 +81,6 @@ class Store:
             f.seek(blob.offset)
             return f.read(blob.size)
 
-    def platform(self, digest: str) -> dict[str, str] | None:
-        """An image manifest's platform, from its config; None for an index."""
-        if self.blobs[digest].media_type not in MANIFESTS:
-            return None
-        config = json.loads(self.read(json.loads(self.read(digest))["config"]["digest"]))
-        return {k: config[k] for k in ("architecture", "os", "variant") if config.get(k)}
-
-    def finish(self) -> None:
-        """Tag each image; one saved for several architectures (an archive each) gets an OCI
-        image index over them, from which a node pulls its own."""
-        for key, digests in self.found.items():
-            if len(digests) == 1:
-                self.tags[key] = digests[0]
-                continue
-            platforms = [self.platform(d) for d in digests]
-            name = f"{key[0]}/{key[1]}:{key[2]}"
-            if None in platforms or len({json.dumps(p, sort_keys=True) for p in platforms}) < \
-                    len(platforms):
-                raise ArchiveError(f"several archives hold {name} for the same architecture: "
-                                   "keep one per architecture")
-            index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-                {"mediaType": self.blobs[d].media_type, "digest": d, "size": self.blobs[d].size,
-                 "platform": p} for d, p in sorted(zip(digests, platforms, strict=True),
-                                                   key=lambda dp: json.dumps(dp[1]))]},
-                separators=(",", ":")).encode()
-            self.blobs[_digest(index)] = Blob(OCI_INDEX, len(index), index)
-            self.tags[key] = _digest(index)
-
     def manifest_digest(self, name: str, ref: str, registry: str | None) -> str | None:
         """The digest a manifest request names: `ref` itself, or the tag of `name` in
         `registry` (any registry when the client did not say, e.g. `docker pull HOST/name`)."""
@@ -118,6 +91,47 @@ class Store:
             if repo in names and tag == ref and registry in (None, reg):
                 return digest
         return None
+
+    def images(self, digest: str) -> list[tuple[str, dict[str, str]]]:
+        """(manifest digest, platform) of each image under `digest` that the archives hold: the
+        manifest itself, or an index's children present (Docker's containerd image store saves
+        the whole index, with the blobs of the platforms it pulled only)."""
+        blob = self.blobs.get(digest)
+        if blob is None:
+            return []
+        if blob.media_type in MANIFESTS:
+            config = json.loads(self.read(json.loads(self.read(digest))["config"]["digest"]))
+            return [(digest, {k: config[k] for k in ("architecture", "os", "variant")
+                              if config.get(k)})]
+        if blob.media_type in INDEXES:
+            return [image for child in json.loads(self.read(digest)).get("manifests", [])
+                    for image in self.images(child["digest"])]
+        return []
+
+    def finish(self) -> None:
+        """Tag each image; one saved for several architectures (an archive each) gets an OCI
+        image index over them, from which a node pulls its own."""
+        for key, digests in self.found.items():
+            name = f"{key[0]}/{key[1]}:{key[2]}"
+            if len(digests) == 1:
+                self.tags[key] = digests[0]
+                continue
+            try:
+                images = dict(sorted({json.dumps(p, sort_keys=True): d for digest in digests
+                                      for d, p in self.images(digest)}.items()))
+                count = sum(len(self.images(digest)) for digest in digests)
+            except (ValueError, KeyError, TypeError) as err:
+                raise ArchiveError(f"{name}: a manifest or config in its archives is not "
+                                   f"readable ({err!r})") from None
+            if len(images) < count or not images:
+                raise ArchiveError(f"several archives hold {name} for the same architecture "
+                                   "(an older bundle's?): keep one archive per architecture")
+            index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+                {"mediaType": self.blobs[d].media_type, "digest": d, "size": self.blobs[d].size,
+                 "platform": json.loads(p)} for p, d in images.items()]},
+                separators=(",", ":")).encode()
+            self.blobs[_digest(index)] = Blob(OCI_INDEX, len(index), index)
+            self.tags[key] = _digest(index)
 
 
 def split_reference(reference: str) -> tuple[str, str, str]:
@@ -221,11 +235,16 @@ def load(images: Path) -> Store:
 
 
 def architectures(archive: Path) -> set[str]:
-    """The architectures of the images one archive holds (an index's: none)."""
+    """The architectures of the images one archive holds (an index's: those whose blobs it
+    holds)."""
     store = Store()
     _add_archive(store, archive)
-    return {p.get("architecture", "") for d in store.found.values() for p in map(
-        store.platform, d) if p is not None}
+    try:
+        return {p.get("architecture", "") for digests in store.found.values()
+                for digest in digests for _, p in store.images(digest)}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ArchiveError(f"{archive}: a manifest or config is not readable ({err!r})") \
+            from None
 
 
 def _add_archive(store: Store, path: Path) -> None:
@@ -236,7 +255,9 @@ def _add_archive(store: Store, path: Path) -> None:
                 _add_oci_layout(store, path, tar)
             else:
                 _add_docker_layout(store, path, tar)
-    except (tarfile.TarError, KeyError, TypeError) as err:
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, KeyError, TypeError, ValueError) as err:
         reason = str(err).splitlines()[0]
         raise ArchiveError(f"{path}: not an image archive of `docker save` ({reason})") \
             from None

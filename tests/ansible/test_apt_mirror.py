@@ -61,6 +61,14 @@ K8S = [
     Deb("kubernetes-cni", "1.7.1-1.1", "amd64"),
     Deb("unrelated", "1.0-1", "amd64"),
 ]
+WAIT_FOR_PORT = """import socket, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.1)
+"""
 TOOLKIT = versions.get("nvidia_gpu_toolkit_version")
 NVIDIA_PATH = "libnvidia-container/stable/deb/amd64"
 NVIDIA = [
@@ -116,17 +124,27 @@ def test_the_copy_holds_the_signed_index_and_what_the_role_installs(
         d.filename("{arch}").removeprefix("./") for d in K8S
         if d.name not in ("unrelated", "kubeadm") or d.version.startswith(KUBE)}
     assert {"InRelease", "Release", "Release.key", "Packages", "Packages.gz"} <= files
-    assert ":" not in item.file  # a FAT stick takes it
+    assert ":" not in item.file  # an exFAT stick takes it
 
 
-def test_kubeadms_own_images_join_the_bundle(tmp_path: Path, upstream: tuple[str, Path]) -> None:
-    """The copied kubeadm names CoreDNS's image (its own choice); etcd's is left out. (No
-    registry answers here: the images are planned, and fail to fetch.)"""
+def test_kubeadms_own_images_join_the_bundle(tmp_path: Path, upstream: tuple[str, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copied kubeadm names CoreDNS's image (its own choice); etcd's is left out. (The
+    images are not pulled: `docker save` is recorded instead.)"""
     if bundle.ARCH_OF.get(platform.machine()) != "amd64" or sys.platform != "linux":
         pytest.skip("the stand-in kubeadm is an amd64 package: it runs on Linux x86_64")
     url, _ = upstream
+    saved: list[tuple[str, str]] = []
+
+    def save(image: str, dest: Path, arch: str) -> None:
+        saved.append((image, arch))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(b"stand-in")
+
+    monkeypatch.setattr(bundle, "_save_image", save)
     entries = bundle.fetch([k8s_item(url)], tmp_path / "bundle", image_arches=("amd64",))["items"]
-    images = {e["source"] for e in entries if e["kind"] == "image"}
+    images = {e["source"] for e in entries if e["kind"] == "image" and e["fetched"]}
+    assert sorted(saved) == sorted((image, "amd64") for image in images)
     assert images == {f"registry.k8s.io/{c}:v{KUBE}" for c in bundle.KUBEADM_IMAGES} | {
         "registry.k8s.io/coredns/coredns:v0.0.1-stand-in"}
 
@@ -174,7 +192,10 @@ def test_the_roles_install_from_the_bundle_alone(
         docker("cp", str(out), f"{node}:/srv/bundle")
         docker("exec", node, "systemd-run", "--unit=bundle-mirror", "python3", "-m",
                "http.server", "8080", "--bind", "127.0.0.1", "--directory", "/srv/bundle")
-        common = {"kit_mirror_url": "http://127.0.0.1:8080", "kube_version": KUBE}
+        docker("exec", node, "python3", "-c", WAIT_FOR_PORT)
+        # The image's apt lists are empty but fresh: valid time 0 has the role update them.
+        common = {"kit_mirror_url": "http://127.0.0.1:8080", "kube_version": KUBE,
+                  "kubernetes_apt_cache_valid_time": 0}
 
         role_play(tmp_path, "kubernetes", "main")
         k8s = {**common, "kubernetes_apt_base_url": f"{url}/core:/stable:",

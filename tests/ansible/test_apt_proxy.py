@@ -41,6 +41,7 @@ def running_proxy(name: str, network: str, cache: Path, *mode: str,
     """A proxy container on `network` (and on the default bridge, the way out, when `bridge`)
     keeping its cache in `cache`; its URL on `network`."""
     script = REPO / "tests/support/http_proxy.py"
+    cache.mkdir(exist_ok=True)  # ours, not dockerd's (root's)
     docker("run", "-d", "--name", name, *([] if bridge else ["--network", network]),
            "-v", f"{script}:/http_proxy.py:ro", "-v", f"{cache}:/cache",
            "local/debian-systemd:latest", "python3", "-u", "/http_proxy.py", str(PORT), "/cache",

@@ -20,10 +20,9 @@ from labctl.labs import REPO
 
 MIRROR = "http://192.0.2.1:8000"
 MIRRORED = ("release", "manifest", "key", "repo")
-APT = ("ansible.builtin.deb822_repository", "ansible.builtin.apt_repository")
+APT = ("ansible.builtin.deb822_repository", "ansible.builtin.copy")  # the latter: a .list file
 FETCHING = {"ansible.builtin.get_url": ("url", "checksum"), "ansible.builtin.uri": ("url",),
-            "ansible.builtin.deb822_repository": ("uris",),
-            "ansible.builtin.apt_repository": ("repo",)}
+            "ansible.builtin.deb822_repository": ("uris",), "ansible.builtin.copy": ("content",)}
 mirrored = runpy.run_path(str(REPO / "roles/versions/filter_plugins/mirror.py"))["mirrored"]
 
 
@@ -36,7 +35,8 @@ def fetched(arch: str, **extra: Any) -> set[str]:
         for path in sorted((REPO / "roles").glob("*/tasks/*.yml")):
             for task, inherited in tasks_with_vars(path):
                 module = next((m for m in FETCHING if m in task), None)
-                if module is None:
+                if module is None or (module == "ansible.builtin.copy" and not str(
+                        task[module].get("dest", "")).startswith("/etc/apt/sources.list.d/")):
                     continue
                 local = {**inherited, **task.get("vars", {})}
                 try:

@@ -55,11 +55,11 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
         info = tarfile.TarInfo("hello.txt")
         info.size = 6
         tar.addfile(info, io.BytesIO(b"hello\n"))
-    subprocess.run(["docker", "import", "-", REFS[0]], input=layer.getvalue(), check=True,
-                   capture_output=True)
-    subprocess.run(["docker", "tag", REFS[0], REFS[1]], check=True)
     out = tmp_path_factory.mktemp("bundle")
     try:
+        subprocess.run(["docker", "import", "-", REFS[0]], input=layer.getvalue(), check=True,
+                       capture_output=True)
+        subprocess.run(["docker", "tag", REFS[0], REFS[1]], check=True)
         manifest = bundle.fetch([bundle.Item("image", ref) for ref in REFS], out)
     finally:
         subprocess.run(["docker", "rmi", *REFS], capture_output=True, check=False)
@@ -140,9 +140,12 @@ def test_containerd_pulls_through_the_roles_default_mirror(
         pull_through_default_mirror(tmp_path / reference.replace("/", "_"), mirror, reference)
 
 
-def test_an_oci_layout_archive_is_served_as_saved(tmp_path: Path, saved: Path) -> None:
+@pytest.mark.parametrize("store", ["classic", "containerd"])
+def test_an_oci_layout_archive_is_served_as_saved(tmp_path: Path, saved: Path, store: str) -> None:
     """Docker 25 and later save an OCI image layout. Built here from the older archive (this
-    machine's Docker writes that one), with the annotation those Dockers write."""
+    machine's Docker writes that one), with the annotation those Dockers write: the classic
+    image store names the image's manifest; the containerd image store names the whole index,
+    and holds the blobs of the platform it pulled only (here amd64, not arm64)."""
     (legacy,) = (saved / "images").glob("mirror-test*.tar")
     with tarfile.open(legacy) as tar:
         entry = json.loads(tar.extractfile("manifest.json").read())[0]  # type: ignore[union-attr]
@@ -156,11 +159,20 @@ def test_an_oci_layout_archive_is_served_as_saved(tmp_path: Path, saved: Path) -
         "layers": [{"mediaType": registry.OCI_LAYER_TAR, "digest": registry._digest(layer),
                     "size": len(layer)} for layer in layers]}).encode()
     blobs[registry._digest(manifest)] = manifest
+    named = {"mediaType": registry.OCI_MANIFEST, "digest": registry._digest(manifest),
+             "size": len(manifest)}
+    if store == "containerd":
+        image_index = json.dumps({"schemaVersion": 2, "mediaType": registry.OCI_INDEX,
+                                  "manifests": [
+            {**named, "platform": {"architecture": "amd64", "os": "linux"}},
+            {**named, "digest": "sha256:" + "1" * 64,  # arm64's: not in the archive
+             "platform": {"architecture": "arm64", "os": "linux"}}]}).encode()
+        blobs[registry._digest(image_index)] = image_index
+        named = {"mediaType": registry.OCI_INDEX, "digest": registry._digest(image_index),
+                 "size": len(image_index)}
     index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": registry.OCI_MANIFEST, "digest": registry._digest(manifest),
-        "size": len(manifest),
-        "annotations": {"io.containerd.image.name": "oci-test.example/kit/tiny:2",
-                        "org.opencontainers.image.ref.name": "2"}}]}
+        **named, "annotations": {"io.containerd.image.name": "oci-test.example/kit/tiny:2",
+                                 "org.opencontainers.image.ref.name": "2"}}]}
     root = tmp_path / "oci"
     (root / "images").mkdir(parents=True)
     with tarfile.open(root / "images" / "oci.tar", "w") as tar:
@@ -170,6 +182,7 @@ def test_an_oci_layout_archive_is_served_as_saved(tmp_path: Path, saved: Path) -
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    assert registry.architectures(root / "images" / "oci.tar") == {"amd64"}
     address, httpd = serve(root)
     try:
         pull_through_default_mirror(tmp_path, address, "oci-test.example/kit/tiny:2")
@@ -251,7 +264,6 @@ def test_a_busy_port_is_one_line(tmp_path: Path, mirror: str) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-
 def for_arm64(archive: Path, dest: Path) -> None:
     """A copy of a Docker-layout archive whose image says arm64 (its config changed, hence its
     name): this machine's Docker cannot make a foreign image without a registry."""
@@ -270,8 +282,8 @@ def for_arm64(archive: Path, dest: Path) -> None:
             dst.addfile(member, data)
 
 
-def architecture(image: str) -> str:
-    return subprocess.run(["docker", "image", "inspect", "-f", "{{.Architecture}}", image],
+def architecture(image: str, field: str = "{{.Architecture}}") -> str:
+    return subprocess.run(["docker", "image", "inspect", "-f", field, image],
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
@@ -283,15 +295,15 @@ def test_an_image_saved_for_two_architectures_is_served_as_an_index(
     shutil.copy(amd64, root / "images" / "kit_tiny_1_amd64.tar")
     for_arm64(amd64, root / "images" / "kit_tiny_1_arm64.tar")
     address, httpd = serve(root)
-    pulled = f"{address}/kit/tiny:1"
+    pulled, ids = f"{address}/kit/tiny:1", []
     try:
         # Docker picks the platform it is asked for from the index, or its own
         for platform, expected in (("linux/arm64", "arm64"), ("", "amd64")):
-            subprocess.run(["docker", "rmi", pulled], capture_output=True, check=False)
             proc = subprocess.run(["docker", "pull", *(["--platform", platform] if platform
                                                       else []), pulled],
                                   capture_output=True, text=True, check=False)
             assert proc.returncode == 0, proc.stderr
+            ids.append(architecture(pulled, "{{.Id}}"))
             assert architecture(pulled) == expected
         # make bundle saves each architecture from such an index, and checks what it saved
         out = tmp_path / "bundle"
@@ -300,8 +312,8 @@ def test_an_image_saved_for_two_architectures_is_served_as_an_index(
         assert all(e["fetched"] for e in manifest["items"]), manifest
         for entry in manifest["items"]:
             assert registry.architectures(out / entry["file"]) == {entry["arch"]}
-    finally:
-        subprocess.run(["docker", "rmi", pulled], capture_output=True, check=False)
+    finally:  # both platforms' images: the tag names only the last one pulled
+        subprocess.run(["docker", "rmi", "-f", pulled, *ids], capture_output=True, check=False)
         httpd.shutdown()
         httpd.server_close()
 

@@ -1,8 +1,7 @@
 """`url | mirrored(kind, kit_mirror_url)`: where a download comes from when the venue serves the
 kit's bundle (`make bundle`) over HTTP: <mirror>/<kind>s/<host>/<path>, the layout of the
 bundle's folders (labctl/bundle.py, Item.file; a colon, as in pkgs.k8s.io's "core:/stable:",
-becomes "_" there, since a FAT or exFAT stick refuses colons); the URL itself when no mirror is
-set."""
+becomes "_" there, since an exFAT stick refuses colons); the URL itself when no mirror is set."""
 
 from __future__ import annotations
 
