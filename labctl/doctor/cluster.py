@@ -1,6 +1,7 @@
 """`labctl doctor --cluster`: can this host build the Vagrant cluster (Vagrant, the provider,
-hardware virtualization, the network, the box, memory and disk), and does the cluster answer
-ready for the labs (nodes, storage, the lab images already on the nodes)?
+hardware virtualization, the network, the box, memory and disk, the venue bundle when the
+inventory names one), and does the cluster answer ready for the labs (nodes, storage, the lab
+images already on the nodes)?
 
 The host checks read the cluster's settings the way the Vagrantfile does (Settings below); the
 cluster checks go through labctl.k8s.api.Api with the kubeconfig `labctl run --target k8s` would
@@ -205,6 +206,28 @@ def lab_images() -> list[str]:
     from labctl.k8s.static import images
 
     return images()
+
+
+def venue_settings(root: Path = REPO) -> tuple[str, dict[str, Any]]:
+    """kit_mirror_url and containerd_registry_mirrors, as the Vagrant inventory sets them."""
+    group_vars = root / "inventory" / "vagrant" / "group_vars" / "all"
+    mirror = str(_yaml(group_vars / "downloads.yml").get("kit_mirror_url") or "")
+    mirrors = _yaml(group_vars / "containerd.yml").get("containerd_registry_mirrors") or {}
+    return mirror, mirrors if isinstance(mirrors, dict) else {}
+
+
+def http_get(url: str) -> tuple[int, bytes] | str:
+    """(status, body) of a GET, or why there was none."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=TOOL_TIMEOUT_S / 6) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, b""
+    except (OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
 
 
 def _version(text: str | None) -> tuple[int, ...] | None:
@@ -443,6 +466,44 @@ def check_host_disk(ctx: Context) -> Result:
     return ok(found)
 
 
+def check_bundle(ctx: Context) -> Result:
+    """The venue bundle the inventory names (kit_mirror_url): served, with its registry, and
+    named as the registry mirror too."""
+    try:
+        url, mirrors = venue_settings()
+    except UsageError as exc:
+        return fail(str(exc), "fix the file it names")
+    if not url:
+        return skip("no venue bundle (kit_mirror_url is \"\"): the cluster downloads from upstream")
+    url = url.rstrip("/")
+    serve = "make serve-bundle BUNDLE=DIR BIND=ADDRESS on the machine that holds the bundle"
+    manifest = http_get(f"{url}/manifest.json")
+    if isinstance(manifest, str):
+        return fail(f"the venue bundle at {url} does not answer ({manifest})", serve)
+    try:
+        items = json.loads(manifest[1])["items"] if manifest[0] == 200 else None
+    except (ValueError, KeyError, TypeError):
+        items = None
+    if items is None:
+        return fail(f"{url} answers ({manifest[0]}) but serves no bundle (no manifest.json)",
+                    f"serve the folder `make bundle` filled: {serve}")
+    registry = http_get(f"{url}/v2/")
+    failed = [i for i in items if i.get("error")]
+    found = f"{url} serves {len(items)} item(s)" + (f", {len(failed)} of them failed to fetch"
+                                                     if failed else "")
+    if isinstance(registry, str) or registry[0] != 200:
+        return warn(f"{found}, but no image registry: images come from their registries", serve)
+    if url not in [str(u).rstrip("/") for urls in mirrors.values() for u in urls or []]:
+        return warn(f"{found} and its images, but containerd_registry_mirrors does not name it: "
+                    "images come from their registries",
+                    f'containerd_registry_mirrors: {{_default: ["{url}"]}} in '
+                    "inventory/vagrant/group_vars/all/containerd.yml")
+    if failed:
+        return warn(f"{found}: the cluster downloads those from upstream",
+                    "make bundle again on a connected machine (manifest.json names each error)")
+    return ok(f"{found} and its images, named as the registry mirror")
+
+
 def check_kubectl(ctx: Context) -> Result:
     text = tool_output("kubectl", "version", "--client", "-o", "json")
     install = "install kubectl: https://kubernetes.io/docs/tasks/tools/"
@@ -611,6 +672,7 @@ def checks(kubeconfig: str | None = None) -> list[Check]:
         Check("vagrant box", bound(check_box)),
         Check("host memory", bound(check_host_memory)),
         Check("host disk", bound(check_host_disk)),
+        Check("venue bundle", bound(check_bundle)),
         Check("kubectl", bound(check_kubectl)),
         Check("nodes", bound(check_nodes)),
         Check("storage class", bound(check_storage)),

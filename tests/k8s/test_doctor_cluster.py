@@ -245,6 +245,65 @@ def test_box_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layout: str
     assert cluster.check_box(ctx(provider="libvirt")).status == Status.WARN
 
 
+@pytest.fixture
+def venue(tmp_path: Path) -> Any:
+    """A bundle served by `make serve-bundle`'s own server on loopback: (its URL, its folder)."""
+    import threading
+
+    from labctl import registry
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps({"items": [
+        {"kind": "release", "source": "https://x/y.tgz"},
+        {"kind": "image", "source": "a/b:1", "error": "no such image"}]}))
+    httpd = registry.server(tmp_path, registry.load(tmp_path / "images"), "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize(("mirrors", "status", "says"), [
+    ({"_default": ["{url}"]}, Status.WARN, "1 of them failed to fetch"),
+    ({}, Status.WARN, "containerd_registry_mirrors does not name it"),
+])
+def test_the_venue_bundle_is_served(monkeypatch: pytest.MonkeyPatch, venue: Any,
+                                    mirrors: dict[str, list[str]], status: Status,
+                                    says: str) -> None:
+    url, _ = venue
+    named = {k: [u.format(url=url) for u in v] for k, v in mirrors.items()}
+    monkeypatch.setattr(cluster, "venue_settings", lambda: (url, named))
+    result = cluster.check_bundle(ctx())
+    assert result.status == status and says in result.detail, result
+    assert f"{url} serves 2 item(s)" in result.detail
+
+
+def test_a_venue_bundle_that_is_complete_passes(monkeypatch: pytest.MonkeyPatch,
+                                                venue: Any) -> None:
+    url, folder = venue
+    (folder / "manifest.json").write_text(json.dumps({"items": [{"kind": "image"}]}))
+    monkeypatch.setattr(cluster, "venue_settings", lambda: (url + "/", {"_default": [url]}))
+    assert cluster.check_bundle(ctx()).status == Status.OK
+
+
+def test_a_venue_bundle_that_does_not_answer_fails(monkeypatch: pytest.MonkeyPatch,
+                                                   venue: Any) -> None:
+    url, folder = venue
+    (folder / "manifest.json").unlink()
+    monkeypatch.setattr(cluster, "venue_settings", lambda: (url, {}))
+    served = cluster.check_bundle(ctx())
+    assert served.status == Status.FAIL and "serves no bundle (no manifest.json)" in served.detail
+    monkeypatch.setattr(cluster, "venue_settings", lambda: ("http://127.0.0.1:9", {}))
+    gone = cluster.check_bundle(ctx())
+    assert gone.status == Status.FAIL and "does not answer" in gone.detail
+    assert gone.fix.startswith("make serve-bundle BUNDLE=DIR BIND=ADDRESS")
+
+
+def test_no_venue_bundle_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cluster.venue_settings()[0] == ""  # the kit's inventory names none
+    assert cluster.check_bundle(ctx()).status == Status.SKIP
+
+
 @pytest.mark.parametrize(("memory", "status"), [
     ((16000, 16384), Status.OK), ((9000, 16384), Status.WARN), ((7000, 8192), Status.FAIL)])
 def test_host_memory(monkeypatch: pytest.MonkeyPatch, memory: tuple[int, int],
@@ -397,6 +456,7 @@ def test_doctor_cluster_exit_codes_and_json(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(cluster, "box_cached", lambda *a: True)
     monkeypatch.setattr(cluster, "memory_mib", lambda: (20000, 32000))
     monkeypatch.setattr(cluster, "home_free_gib", lambda: 100.0)
+    monkeypatch.setattr(cluster, "venue_settings", lambda: ("", {}))  # no venue bundle: SKIP
     api = FakeApi(default_class="nfs-client", node_images=(*CPU_IMAGES,))
     monkeypatch.setattr(cluster, "make_api", lambda kubeconfig: api)
     assert cli.main(["doctor", "--cluster", "--kubeconfig", "kc", "--json"]) == 0
@@ -405,7 +465,7 @@ def test_doctor_cluster_exit_codes_and_json(monkeypatch: pytest.MonkeyPatch,
     api.add_node("node-1", ready=False, images=CPU_IMAGES)
     assert cli.main(["doctor", "--cluster", "--kubeconfig", "kc"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert [ln.split()[0] for ln in out[:-1]] == ["OK"] * 10 + ["FAIL", "OK", "OK"]
+    assert [ln.split()[0] for ln in out[:-1]] == ["OK"] * 9 + ["SKIP", "OK", "FAIL", "OK", "OK"]
     assert out[-1].startswith("NOT READY: 1 check(s) failed (nodes)")
 
 
