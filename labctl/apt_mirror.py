@@ -15,58 +15,22 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import hashlib
-import http.client
 import io
 import lzma
 import re
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from labctl.download import digest, download
 
 SIGNED = ("InRelease", "Release", "Release.gpg", "Release.key")
 ARCHES = ("amd64", "arm64", "all")
 HASHES = ("SHA256", "SHA512")  # what apt itself trusts; the first listed is checked
 _DEPENDS = ("Pre-Depends", "Depends")
-_ABSENT = (403, 404)  # pkgs.k8s.io's CDN answers 403 for some missing files
 
 
 class MirrorError(RuntimeError):
     """The repository cannot be copied as it is (missing index, wrong checksum)."""
-
-
-def _download(url: str, dest: Path, expected: tuple[str, str] | None = None) -> bool:
-    """`url` into `dest` (never a half file under that name), checked against `expected`
-    (HASH, hex digest) when given; False when the server has no such file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.new((expected or ("SHA256", ""))[0].lower())
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as reply:
-                for block in iter(lambda: reply.read(1 << 20), b""):
-                    part.write(block)
-                    digest.update(block)
-        except urllib.error.HTTPError as err:
-            Path(part.name).unlink()
-            if err.code in _ABSENT:
-                return False
-            raise
-        except (OSError, http.client.HTTPException) as err:  # a cut connection, a timeout
-            Path(part.name).unlink()
-            raise MirrorError(f"{url}: {err!r}") from None
-    if expected is not None and digest.hexdigest() != expected[1]:
-        Path(part.name).unlink()
-        raise MirrorError(f"{url}: {expected[0]} {digest.hexdigest()}, the index says "
-                          f"{expected[1]}")
-    Path(part.name).chmod(0o644)  # served by whoever serves the bundle
-    Path(part.name).replace(dest)
-    return True
-
-
-def _matches(path: Path, expected: tuple[str, str]) -> bool:
-    return hashlib.new(expected[0].lower(), path.read_bytes()).hexdigest() == expected[1]
 
 
 def _release_text(signed: str) -> str:
@@ -180,7 +144,8 @@ def deb_file(deb: Path, path: str) -> bytes:
 
 def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
     """Copy the flat repository at `url` (ending in /) into `dest`; the files written."""
-    files = [dest / name for name in SIGNED if _download(url + name, dest / name)]
+    files = [dest / name for name in SIGNED
+             if download(url + name, dest / name, missing_ok=True)]
     signed = dest / "InRelease" if (dest / "InRelease").is_file() else dest / "Release"
     if not signed.is_file():
         raise MirrorError(f"{url}: no InRelease or Release: not a flat apt repository")
@@ -188,7 +153,7 @@ def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
     for path, expected in listed.items():
         if ".." in path.split("/"):
             raise MirrorError(f"{url}: Release lists a file outside the repository: {path}")
-        if _download(url + path, dest / path, expected):
+        if download(url + path, dest / path, expected, missing_ok=True):
             files.append(dest / path)
     for entry in select(stanzas(_packages_text(dest, listed)), wanted):
         if ".." in entry["Filename"].split("/"):
@@ -198,8 +163,8 @@ def fetch(url: str, wanted: tuple[str, ...], dest: Path) -> list[Path]:
         expected = next(((h, entry[h]) for h in HASHES if h in entry), None)
         if expected is None:
             raise MirrorError(f"{source}: the index gives no {' or '.join(HASHES)} hash")
-        kept = target.is_file() and _matches(target, expected)  # fetched by an earlier run
-        if not kept and not _download(source, target, expected):
+        kept = target.is_file() and digest(target, expected[0]) == expected[1]  # an earlier run's
+        if not kept and not download(source, target, expected, missing_ok=True):
             raise MirrorError(f"{source}: not found, though the index lists it")
         files.append(target)
     return sorted(set(files))

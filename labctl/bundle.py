@@ -27,16 +27,13 @@ the same path as Item.file; tests/ansible/test_mirror.py holds the two together)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +42,7 @@ from typing import Any
 import yaml
 
 from labctl import apt_mirror, wheelhouse
+from labctl.download import digest, download
 from labctl.labs import REPO
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}  # kit name -> Ansible's architecture fact
@@ -151,6 +149,11 @@ def _sources(kind: str, value: Any) -> list[str]:
     return [text]
 
 
+def _packages(kind: str, name: str, render: Callable[[str], Any]) -> tuple[str, ...]:
+    """What apt installs from a repo item (REPO_PACKAGES, rendered); () for other kinds."""
+    return tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
+
+
 def images(source: str, arches: tuple[str, ...] = tuple(ARCHES)) -> list[Item]:
     """An image's items: one archive per architecture."""
     return [Item("image", source, arch) for arch in arches]
@@ -163,7 +166,7 @@ def plan() -> list[Item]:
     for arch, render in renders.items():
         for kind, names in PER_ARCH.items():
             for name in names:
-                packages = tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
+                packages = _packages(kind, name, render)
                 for source in _sources(kind, render(name)):
                     arches.setdefault((kind, source, packages), []).append(arch)
     items = {Item(kind, source, found[0] if len(found) == 1 else "any", packages): None
@@ -171,7 +174,7 @@ def plan() -> list[Item]:
     render = renders["amd64"]
     for kind, names in ANY_ARCH.items():
         for name in names:
-            packages = tuple(render(REPO_PACKAGES[name])) if kind == "repo" else ()
+            packages = _packages(kind, name, render)
             for source in _sources(kind, render(name)):
                 if kind == "image":  # a node pulls its own architecture's
                     items |= dict.fromkeys(images(source, AMD64_ONLY.get(name, tuple(ARCHES))))
@@ -190,15 +193,6 @@ def plan() -> list[Item]:
         if box.get("version"):  # docker's box is built locally by `make images`
             items[Item("box", f"{box['box']}@{box['version']} {provider}")] = None
     return list(items)
-
-
-def _download(url: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as reply, \
-            tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as part:
-        shutil.copyfileobj(reply, part)
-    Path(part.name).chmod(0o644)  # served by whoever serves the bundle
-    Path(part.name).replace(dest)  # never a half file under the final name
 
 
 def _save_image(image: str, dest: Path, arch: str = "any") -> None:
@@ -223,25 +217,17 @@ def _save_image(image: str, dest: Path, arch: str = "any") -> None:
     part.replace(dest)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def kubeadm_images(files: list[Path], packages: tuple[str, ...]) -> list[str]:
     """The images kubeadm itself pulls (`kubeadm config images list`: CoreDNS's is its own
     choice), from the kubeadm the repository copy holds for this machine; [] where it cannot
     run here (not Linux, or no such package). etcd's is left out: the kit runs its own etcd."""
     version = next((p.split("=")[1].rstrip("*-") for p in packages
                     if p.startswith("kubeadm=")), None)
+    if version is None:
+        return []
     here = ARCH_OF.get(platform.machine())
     debs = [f for f in files if f.name.startswith(f"kubeadm_{version}") and
             f.name.endswith(f"_{here}.deb")]
-    if version is None:
-        return []
     missing = ("CoreDNS's image is not in the bundle: add it by hand (kubeadm config images "
                "list on a node names it)")
     if sys.platform != "linux" or not debs:
@@ -295,7 +281,7 @@ def fetch(items: list[Item], out: Path,
                         (out / Item("image", item.source).file).unlink(missing_ok=True)
                     _save_image(item.source, dest, item.arch)
                 else:
-                    _download(item.source, dest)
+                    download(item.source, dest)
         except (OSError, RuntimeError, ValueError, KeyError,
                 subprocess.CalledProcessError) as err:
             entries.append(entry | {"fetched": False, "error": str(err).strip()[:300]})
@@ -303,11 +289,11 @@ def fetch(items: list[Item], out: Path,
         if item.kind in ("wheel", "repo"):  # a folder: wheels some laptops share, a repo's files
             entries.append(entry | {"fetched": True, "files": [
                 {"file": f"{item.file.rstrip('/')}/{f.relative_to(dest).as_posix()}",
-                 "size": f.stat().st_size, "sha256": _sha256(f)}
+                 "size": f.stat().st_size, "sha256": digest(f)}
                 for f in files]})
             continue
         entries.append(entry | {"fetched": True, "file": item.file,
-                                "size": dest.stat().st_size, "sha256": _sha256(dest)})
+                                "size": dest.stat().st_size, "sha256": digest(dest)})
         if item.kind == "manifest":
             items += [i for ref in manifest_images(dest) for i in images(ref, image_arches)
                       if i not in items]

@@ -117,13 +117,12 @@ class Store:
                 self.tags[key] = digests[0]
                 continue
             try:
-                images = dict(sorted({json.dumps(p, sort_keys=True): d for digest in digests
-                                      for d, p in self.images(digest)}.items()))
-                count = sum(len(self.images(digest)) for digest in digests)
+                found = [image for digest in digests for image in self.images(digest)]
             except (ValueError, KeyError, TypeError) as err:
                 raise ArchiveError(f"{name}: a manifest or config in its archives is not "
                                    f"readable ({err!r})") from None
-            if len(images) < count or not images:
+            images = dict(sorted((json.dumps(p, sort_keys=True), d) for d, p in found))
+            if len(images) < len(found) or not images:
                 raise ArchiveError(f"several archives hold {name} for the same architecture "
                                    "(an older bundle's?): keep one archive per architecture")
             index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
@@ -285,11 +284,11 @@ class Handler(SimpleHTTPRequestHandler):
 
     def _registry(self, *, body: bool) -> bool:
         url = urlsplit(self.path)
-        if url.path not in ("/v2", "/v2/") and not url.path.startswith("/v2/"):
-            return False
         if url.path in ("/v2", "/v2/"):
             self._send(HTTPStatus.OK, "application/json", b"{}", body=body)
             return True
+        if not url.path.startswith("/v2/"):
+            return False
         match = _ROUTE.match(url.path)
         registry = parse_qs(url.query).get("ns", [None])[0]
         if match is None:
@@ -307,12 +306,18 @@ class Handler(SimpleHTTPRequestHandler):
         self._send_blob(digest or "", blob, body=body)
         return True
 
-    def _send(self, status: HTTPStatus, media_type: str, data: bytes, *, body: bool) -> None:
+    def _headers(self, status: HTTPStatus, media_type: str, size: int,
+                 digest: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", media_type)
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(size))
+        if digest is not None:
+            self.send_header("Docker-Content-Digest", digest)
         self.send_header("Docker-Distribution-API-Version", "registry/2.0")
         self.end_headers()
+
+    def _send(self, status: HTTPStatus, media_type: str, data: bytes, *, body: bool) -> None:
+        self._headers(status, media_type, len(data))
         if body:
             self.wfile.write(data)
 
@@ -321,12 +326,7 @@ class Handler(SimpleHTTPRequestHandler):
         self._send(status, "application/json", json.dumps({"errors": [error]}).encode(), body=body)
 
     def _send_blob(self, digest: str, blob: Blob, *, body: bool) -> None:
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", blob.media_type)
-        self.send_header("Content-Length", str(blob.size))
-        self.send_header("Docker-Content-Digest", digest)
-        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
-        self.end_headers()
+        self._headers(HTTPStatus.OK, blob.media_type, blob.size, digest)
         if not body:
             return
         if blob.data is not None:
