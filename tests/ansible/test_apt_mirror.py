@@ -14,17 +14,15 @@ from the bundle, served inside the node."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import platform
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _apt_repo import Deb, build_repo
 from _docker import docker
+from _http import directory_server, serving
 from _systemd_node import converge, role_play, systemd_node
 
 from labctl import apt_mirror, bundle, versions
@@ -88,12 +86,8 @@ def upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     build_repo(root / K8S_PATH, K8S, pool="{arch}", signed=True)
     build_repo(root / NVIDIA_PATH, NVIDIA, signed=True, like_nvidia=True,
                key=root / "libnvidia-container/gpgkey")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
+    with serving(directory_server(root)) as address:
+        yield f"http://{address}", root
 
 
 def packages_of(source: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from _fake_cluster import FakeApi
+from _http import serving
 
 from labctl import cli, doctor, versions
 from labctl.doctor import Result, Status, cluster, local, ok
@@ -248,8 +249,6 @@ def test_box_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layout: str
 @pytest.fixture
 def venue(tmp_path: Path) -> Any:
     """A bundle served by `make serve-bundle`'s own server on loopback: (its URL, its folder)."""
-    import threading
-
     from labctl import registry
 
     (tmp_path / "images").mkdir()
@@ -257,10 +256,8 @@ def venue(tmp_path: Path) -> Any:
         {"kind": "release", "source": "https://x/y.tgz"},
         {"kind": "image", "source": "a/b:1", "error": "no such image"}]}))
     httpd = registry.server(tmp_path, registry.load(tmp_path / "images"), "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(httpd) as address:
+        yield f"http://{address}", tmp_path
 
 
 @pytest.mark.parametrize(("mirrors", "status", "says"), [

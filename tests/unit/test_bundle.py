@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import json
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from _http import directory_server, serving
 from _prereqs import docker_available, missing
 
 from labctl import bundle, versions
@@ -131,11 +130,8 @@ def served(tmp_path: Path) -> Iterator[str]:
     (root / "etcd.tar.gz").write_bytes(b"release bytes" * 1000)
     (root / "cni.yaml").write_text("spec:\n  containers:\n    - name: x\n"
                                    "      image: local/bundle-test:1\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(directory_server(root)) as address:
+        yield f"http://{address}"
 
 
 def test_fetch_writes_files_images_and_a_manifest(tmp_path: Path, served: str) -> None:

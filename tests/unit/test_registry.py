@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from _http import serving
 from _prereqs import docker_available, missing
 
 from labctl import bundle, registry
@@ -67,18 +68,15 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def serve(root: Path) -> tuple[str, registry.ThreadingHTTPServer]:
-    httpd = registry.server(root, registry.load(root / "images"), "127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return f"127.0.0.1:{httpd.server_address[1]}", httpd
+def serve(root: Path) -> AbstractContextManager[str]:
+    """The bundle at `root` served as `make serve-bundle` serves it; its host:port."""
+    return serving(registry.server(root, registry.load(root / "images"), "127.0.0.1", 0))
 
 
 @pytest.fixture(scope="module")
 def mirror(saved: Path) -> Iterator[str]:
-    address, httpd = serve(saved)
-    yield address
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(saved) as address:
+        yield address
 
 
 def image_id(archive: Path) -> str:
@@ -183,12 +181,8 @@ def test_an_oci_layout_archive_is_served_as_saved(tmp_path: Path, saved: Path, s
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     assert registry.architectures(root / "images" / "oci.tar") == {"amd64"}
-    address, httpd = serve(root)
-    try:
+    with serve(root) as address:
         pull_through_default_mirror(tmp_path, address, "oci-test.example/kit/tiny:2")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -294,28 +288,27 @@ def test_an_image_saved_for_two_architectures_is_served_as_an_index(
     (amd64,) = (saved / "images").glob("kit_tiny_1.tar")
     shutil.copy(amd64, root / "images" / "kit_tiny_1_amd64.tar")
     for_arm64(amd64, root / "images" / "kit_tiny_1_arm64.tar")
-    address, httpd = serve(root)
-    pulled, ids = f"{address}/kit/tiny:1", []
-    try:
-        # Docker picks the platform it is asked for from the index, or its own
-        for platform, expected in (("linux/arm64", "arm64"), ("", "amd64")):
-            proc = subprocess.run(["docker", "pull", *(["--platform", platform] if platform
-                                                      else []), pulled],
-                                  capture_output=True, text=True, check=False)
-            assert proc.returncode == 0, proc.stderr
-            ids.append(architecture(pulled, "{{.Id}}"))
-            assert architecture(pulled) == expected
-        # make bundle saves each architecture from such an index, and checks what it saved
-        out = tmp_path / "bundle"
-        manifest = bundle.fetch([bundle.Item("image", pulled, arch)
-                                 for arch in ("arm64", "amd64")], out)
-        assert all(e["fetched"] for e in manifest["items"]), manifest
-        for entry in manifest["items"]:
-            assert registry.architectures(out / entry["file"]) == {entry["arch"]}
-    finally:  # both platforms' images: the tag names only the last one pulled
-        subprocess.run(["docker", "rmi", "-f", pulled, *ids], capture_output=True, check=False)
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(root) as address:
+        pulled, ids = f"{address}/kit/tiny:1", []
+        try:
+            # Docker picks the platform it is asked for from the index, or its own
+            for platform, expected in (("linux/arm64", "arm64"), ("", "amd64")):
+                proc = subprocess.run(["docker", "pull", *(["--platform", platform] if platform
+                                                          else []), pulled],
+                                      capture_output=True, text=True, check=False)
+                assert proc.returncode == 0, proc.stderr
+                ids.append(architecture(pulled, "{{.Id}}"))
+                assert architecture(pulled) == expected
+            # make bundle saves each architecture from such an index, and checks what it saved
+            out = tmp_path / "bundle"
+            manifest = bundle.fetch([bundle.Item("image", pulled, arch)
+                                     for arch in ("arm64", "amd64")], out)
+            assert all(e["fetched"] for e in manifest["items"]), manifest
+            for entry in manifest["items"]:
+                assert registry.architectures(out / entry["file"]) == {entry["arch"]}
+        finally:  # both platforms' images: the tag names only the last one pulled
+            subprocess.run(["docker", "rmi", "-f", pulled, *ids], capture_output=True,
+                           check=False)
 
 
 def test_an_image_without_the_architecture_is_not_saved_as_one(
